@@ -74,7 +74,7 @@ type Broker struct {
 
 // Open validates cfg, starts the embedded server or reaches the external one, and connects.
 func Open(ctx context.Context, cfg Config) (*Broker, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.Name == "" {

@@ -13,8 +13,8 @@ import (
 // markers, which expiring blocks depend on.
 const minServerMajor, minServerMinor = 2, 11
 
-// validate refuses a Config that cannot work, naming every problem at once.
-func (c Config) validate() error {
+// Validate refuses a Config that cannot work, naming every problem at once.
+func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 

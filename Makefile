@@ -1,0 +1,50 @@
+# blockwire — two commands: `make run` starts a working system, `make test` proves it.
+GO        ?= go
+BIN       ?= bin
+DATA_DIR  ?= ./data
+HTTP_ADDR ?= 127.0.0.1:8080
+# The documented demo token `make run` uses; any real deployment sets its own
+# (BLOCKWIRE_WEBHOOK_TOKEN) — serve refuses to start without authentication.
+DEMO_TOKEN ?= blockwire-demo-token-change-me
+BENCHTIME ?= 1s
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+
+.PHONY: all build run test bench bench-go bench-webhook lint fuzz clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+run: build
+	@echo "blockwire: embedded NATS on 127.0.0.1:4222, API on http://$(HTTP_ADDR), data in $(DATA_DIR)"
+	@echo "post an incident:"
+	@echo "  curl -s -X POST http://$(HTTP_ADDR)/v1/incidents -H 'Authorization: Bearer $(DEMO_TOKEN)' \\"
+	@echo "    -H 'Content-Type: application/json' --data @testdata/incidents/valid/ip-v4-block.json"
+	BLOCKWIRE_WEBHOOK_TOKEN=$${BLOCKWIRE_WEBHOOK_TOKEN:-$(DEMO_TOKEN)} $(BIN)/blockwire serve --http-addr $(HTTP_ADDR) --data-dir $(DATA_DIR)
+
+test: build
+	$(GO) test -race -count=1 ./...
+
+# Every Go benchmark, then the webhook load test against a real serve process.
+bench: bench-go bench-webhook
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+bench-webhook: build
+	./internal/bench/webhook.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzBlockKey$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzParseIncident$$' -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/internal/app"
+)
+
+func newServeCmd(lo *logOptions) *cobra.Command {
+	var (
+		cfg         app.Config
+		checkConfig bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the webhook, the consumer and the Kong sync (embedded NATS unless --nats-url is set)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := lo.logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			if checkConfig {
+				if err := app.Check(cfg); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "configuration ok")
+				return nil
+			}
+			return app.Serve(cmd.Context(), cfg)
+		},
+	}
+	fs := cmd.Flags()
+	fs.BoolVar(&checkConfig, "check-config", false, "validate the configuration and exit")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "listen address of the HTTP API (webhook, probes, metrics)")
+	fs.StringSliceVar(&cfg.Auth.Tokens, "webhook-token", nil, "bearer token(s) the webhook accepts, comma separated (prefer BLOCKWIRE_WEBHOOK_TOKEN)")
+	fs.StringSliceVar(&cfg.Auth.HMACSecrets, "webhook-hmac-secret", nil, "HMAC-SHA256 secret(s) for X-Blockwire-Signature (prefer BLOCKWIRE_WEBHOOK_HMAC_SECRET)")
+	fs.DurationVar(&cfg.Auth.MaxSkew, "webhook-max-skew", 5*time.Minute, "largest accepted clock skew of X-Blockwire-Timestamp")
+	fs.BoolVar(&cfg.Auth.AllowUnauthenticated, "insecure-demo", false, "accept unauthenticated requests (loopback only; a local demo, never production)")
+	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", 5*time.Second, "how long to wait for JetStream to store an incident before answering 503")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful shutdown")
+	addBrokerFlags(fs, &cfg.Broker)
+	return cmd
+}
+
+// addBrokerFlags declares how to reach NATS; every command that talks to
+// NATS shares them.
+func addBrokerFlags(fs *pflag.FlagSet, c *broker.Config) {
+	fs.StringVar(&c.URL, "nats-url", "", "external NATS URL(s), comma separated; empty starts an embedded NATS server")
+	fs.StringVar(&c.DataDir, "data-dir", "./data", "embedded NATS: JetStream file store directory")
+	fs.StringVar(&c.Listen, "nats-listen", "127.0.0.1:4222", "embedded NATS: listen address, for the CLI and Kong's plugin")
+	fs.StringVar(&c.CredsFile, "nats-creds", "", "external NATS: credentials file")
+	fs.StringVar(&c.NKeySeedFile, "nats-nkey", "", "external NATS: NKey seed file")
+	fs.StringVar(&c.User, "nats-user", "", "external NATS: user name")
+	fs.StringVar(&c.Password, "nats-password", "", "external NATS: password (prefer BLOCKWIRE_NATS_PASSWORD)")
+	fs.StringVar(&c.TLSCAFile, "nats-tls-ca", "", "external NATS: CA certificate file")
+	fs.StringVar(&c.TLSCertFile, "nats-tls-cert", "", "external NATS: client certificate file")
+	fs.StringVar(&c.TLSKeyFile, "nats-tls-key", "", "external NATS: client key file")
+}

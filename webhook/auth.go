@@ -1,0 +1,222 @@
+package webhook
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Header names of the signature scheme: HMAC-SHA256 over timestamp + "." + body.
+const (
+	HeaderSignature = "X-Blockwire-Signature"
+	HeaderTimestamp = "X-Blockwire-Timestamp"
+	// MinSecretLength refuses tokens and secrets short enough to guess.
+	MinSecretLength = 16
+)
+
+// ErrUnauthenticated is wrapped by every authentication failure.
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// AuthConfig configures request authentication. When both tokens and HMAC
+// secrets are set, a request must carry both a valid token and a valid
+// signature.
+type AuthConfig struct {
+	// Tokens are the accepted bearer tokens (several, so one can be rotated
+	// without downtime). Empty: no bearer token is required.
+	Tokens []string
+	// HMACSecrets are the accepted signing secrets. Empty: no signature is required.
+	HMACSecrets []string
+	// MaxSkew bounds the age of a signed request's timestamp, either way. Default 5 minutes.
+	MaxSkew time.Duration
+	// MaxBodyBytes bounds the request body; larger bodies get 413. Default 1 MiB.
+	MaxBodyBytes int64
+	// AllowUnauthenticated accepts requests with no credentials at all. Only
+	// for a local demo; New logs a warning when it is set.
+	AllowUnauthenticated bool
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Authenticator checks credentials and buffers the body, so handlers behind
+// it only ever see authenticated, size-bounded requests.
+type Authenticator struct {
+	tokenHashes [][sha256.Size]byte
+	secrets     [][]byte
+	maxSkew     time.Duration
+	maxBody     int64
+	open        bool
+	now         func() time.Time
+}
+
+// NewAuthenticator validates cfg and returns an Authenticator.
+func NewAuthenticator(cfg AuthConfig, log zerolog.Logger) (*Authenticator, error) {
+	if cfg.MaxSkew == 0 {
+		cfg.MaxSkew = 5 * time.Minute
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxSkew < 0 || cfg.MaxBodyBytes < 0 {
+		return nil, errors.New("configure authentication: max skew and max body must not be negative")
+	}
+	a := &Authenticator{maxSkew: cfg.MaxSkew, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
+	for i, t := range cfg.Tokens {
+		if len(t) < MinSecretLength {
+			return nil, fmt.Errorf("configure authentication: token %d is shorter than %d characters", i+1, MinSecretLength)
+		}
+		// Only hashes are kept: comparing fixed-size digests in constant time
+		// also hides the token's length.
+		a.tokenHashes = append(a.tokenHashes, sha256.Sum256([]byte(t)))
+	}
+	for i, s := range cfg.HMACSecrets {
+		if len(s) < MinSecretLength {
+			return nil, fmt.Errorf("configure authentication: HMAC secret %d is shorter than %d characters", i+1, MinSecretLength)
+		}
+		a.secrets = append(a.secrets, []byte(s))
+	}
+	if len(a.tokenHashes) == 0 && len(a.secrets) == 0 {
+		if !cfg.AllowUnauthenticated {
+			return nil, errors.New("configure authentication: no webhook token or HMAC secret configured; set --webhook-token or --webhook-hmac-secret (or --insecure-demo for a local demo)")
+		}
+		a.open = true
+		log.Warn().Msg("AUTHENTICATION IS OFF: anyone who can reach this port can block traffic; use only for a local demo")
+	}
+	return a, nil
+}
+
+// bearer extracts the token of an Authorization header; the scheme is
+// case-insensitive (RFC 9110).
+func bearer(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	token = strings.TrimSpace(token)
+	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
+}
+
+type bodyKey struct{}
+
+// Body returns the request body buffered by Wrap.
+func Body(r *http.Request) []byte {
+	b, _ := r.Context().Value(bodyKey{}).([]byte)
+	return b
+}
+
+// Wrap authenticates each request before next sees it: cheap header checks
+// first (so an unauthenticated caller cannot make us read a megabyte), then
+// the bounded body, then the signature over it.
+func (a *Authenticator) Wrap(next http.Handler, onFail func(r *http.Request, outcome string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.checkHeaders(r); err != nil {
+			onFail(r, "unauthorized")
+			w.Header().Set("WWW-Authenticate", `Bearer realm="blockwire"`)
+			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Unauthorized", err.Error(), nil)
+			return
+		}
+		body, err := a.readBody(w, r)
+		if err != nil {
+			onFail(r, "too_large")
+			writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large", err.Error(), nil)
+			return
+		}
+		if err := a.checkSignature(r, body); err != nil {
+			onFail(r, "unauthorized")
+			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Unauthorized", err.Error(), nil)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
+	})
+}
+
+func (a *Authenticator) checkHeaders(r *http.Request) error {
+	if a.open {
+		return nil
+	}
+	if len(a.tokenHashes) > 0 {
+		token, ok := bearer(r.Header.Get("Authorization"))
+		if !ok {
+			return fmt.Errorf("%w: missing bearer token (Authorization: Bearer <token>)", ErrUnauthenticated)
+		}
+		got := sha256.Sum256([]byte(token))
+		match := 0
+		for i := range a.tokenHashes { // no early exit: time does not depend on which token matched
+			match |= subtle.ConstantTimeCompare(got[:], a.tokenHashes[i][:])
+		}
+		if match != 1 {
+			return fmt.Errorf("%w: invalid bearer token", ErrUnauthenticated)
+		}
+	}
+	if len(a.secrets) > 0 {
+		ts := r.Header.Get(HeaderTimestamp)
+		if ts == "" || r.Header.Get(HeaderSignature) == "" {
+			return fmt.Errorf("%w: missing %s or %s header", ErrUnauthenticated, HeaderSignature, HeaderTimestamp)
+		}
+		sec, err := strconv.ParseInt(ts, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%w: %s must be Unix seconds", ErrUnauthenticated, HeaderTimestamp)
+		}
+		skew := a.now().Sub(time.Unix(sec, 0))
+		if skew > a.maxSkew || skew < -a.maxSkew {
+			return fmt.Errorf("%w: %s is more than %s away from the server clock", ErrUnauthenticated, HeaderTimestamp, a.maxSkew)
+		}
+	}
+	return nil
+}
+
+func (a *Authenticator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	tooLarge := fmt.Errorf("the body exceeds %d bytes", a.maxBody)
+	if r.ContentLength > a.maxBody {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.maxBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tooLarge
+		}
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	return body, nil
+}
+
+func (a *Authenticator) checkSignature(r *http.Request, body []byte) error {
+	if len(a.secrets) == 0 {
+		return nil
+	}
+	sig := r.Header.Get(HeaderSignature)
+	sig = strings.TrimPrefix(sig, "sha256=")
+	got, err := hex.DecodeString(sig)
+	if err != nil || len(got) != sha256.Size {
+		return fmt.Errorf("%w: %s must be sha256=<64 hex digits>", ErrUnauthenticated, HeaderSignature)
+	}
+	ts := r.Header.Get(HeaderTimestamp)
+	match := 0
+	for _, secret := range a.secrets {
+		match |= subtle.ConstantTimeCompare(got, Sign(secret, ts, body))
+	}
+	if match != 1 {
+		return fmt.Errorf("%w: signature does not match", ErrUnauthenticated)
+	}
+	return nil
+}
+
+// Sign computes the signature a sender puts in HeaderSignature (hex encoded,
+// optionally prefixed "sha256="): HMAC-SHA256(secret, timestamp + "." + body).
+func Sign(secret []byte, timestamp string, body []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(timestamp))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return m.Sum(nil)
+}

@@ -1,0 +1,129 @@
+package webhook_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/internal/natstest"
+	"github.com/blockwire/blockwire/webhook"
+)
+
+const (
+	testToken  = "test-token-0123456789abcdef"
+	testSecret = "test-hmac-secret-0123456789"
+)
+
+// env is one API under test on its own embedded NATS.
+type env struct {
+	url    string
+	nats   *natstest.Server
+	broker *broker.Broker
+	js     jetstream.JetStream
+	now    time.Time
+}
+
+// newEnv starts a fresh NATS, provisions it and serves the API with both a
+// bearer token and an HMAC secret required.
+func newEnv(t *testing.T, mutate func(*webhook.Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	b, err := broker.Open(ctx, broker.Config{URL: srv.URL()})
+	if err != nil {
+		t.Fatalf("open broker: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	if err := b.Provision(ctx); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	e := &env{nats: srv, broker: b, js: b.JetStream(), now: time.Now()}
+	cfg := webhook.Config{
+		Publisher:      b.JetStream(),
+		Ready:          b,
+		Connected:      b.Conn().IsConnected,
+		Auth:           webhook.AuthConfig{Tokens: []string{testToken}, HMACSecrets: []string{testSecret}},
+		PublishTimeout: 2 * time.Second,
+		Registry:       prometheus.NewRegistry(),
+		Logger:         zerolog.Nop(),
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	h, err := webhook.New(cfg)
+	if err != nil {
+		t.Fatalf("new webhook: %v", err)
+	}
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	e.url = hs.URL
+	return e
+}
+
+// signedRequest builds a request that passes authentication.
+func (e *env) signedRequest(t *testing.T, body []byte) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.url+"/v1/incidents", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set(webhook.HeaderTimestamp, ts)
+	req.Header.Set(webhook.HeaderSignature, "sha256="+hex.EncodeToString(webhook.Sign([]byte(testSecret), ts, body)))
+	return req
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+}
+
+func do(t *testing.T, req *http.Request) response {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(resp.Body)
+	r := response{status: resp.StatusCode, header: resp.Header}
+	if buf.Len() > 0 {
+		if err := json.Unmarshal(buf.Bytes(), &r.body); err != nil {
+			t.Fatalf("answer is not JSON: %v: %q", err, buf.String())
+		}
+	}
+	return r
+}
+
+// streamMsgs is the number of messages stored in the incident stream.
+func (e *env) streamMsgs(t *testing.T) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := e.js.Stream(ctx, e.broker.Names().IncidentStream)
+	if err != nil {
+		t.Fatalf("look up stream: %v", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream info: %v", err)
+	}
+	return info.State.Msgs
+}
+
+func zeroLog() zerolog.Logger { return zerolog.Nop() }

@@ -1,0 +1,125 @@
+package webhook
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/blockwire/blockwire/schemas"
+)
+
+// Headers blockwire sets on every incident message, beside Nats-Msg-Id.
+const (
+	HeaderSource     = "Blockwire-Source"
+	HeaderReceivedAt = "Blockwire-Received-At"
+)
+
+// publisher is the one JetStream call the webhook needs.
+type publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+var _ publisher = (jetstream.JetStream)(nil)
+
+// Accepted is the 202 answer: the incident is stored at Seq in the stream.
+type Accepted struct {
+	ID        string `json:"id"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+type incidents struct {
+	pub            publisher
+	connected      func() bool
+	subject        string
+	publishTimeout time.Duration
+	retryAfter     string
+	log            zerolog.Logger
+	m              *metrics
+	now            func() time.Time
+}
+
+func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		h.m.requests.WithLabelValues("unsupported_media_type").Inc()
+		writeProblem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type",
+			"the body must be JSON, sent with Content-Type: application/json", nil)
+		return
+	}
+	body := Body(r)
+	inc, err := schemas.ParseIncident(body)
+	if err != nil {
+		h.m.requests.WithLabelValues("invalid").Inc()
+		var violations []schemas.Violation
+		if ve, ok := errors.AsType[*schemas.ValidationError](err); ok {
+			violations = ve.Violations
+		}
+		writeProblem(w, http.StatusBadRequest, "invalid-incident", "Invalid incident",
+			"the incident does not match the contract; see violations", violations)
+		return
+	}
+	if h.connected != nil && !h.connected() {
+		h.unavailable(w, inc.ID, errors.New("not connected to NATS"))
+		return
+	}
+
+	msg := nats.NewMsg(h.subject)
+	msg.Data = body
+	msg.Header.Set(jetstream.MsgIDHeader, MsgID(inc, body))
+	msg.Header.Set(HeaderSource, "webhook")
+	msg.Header.Set(HeaderReceivedAt, h.now().UTC().Format(time.RFC3339Nano))
+
+	ctx, cancel := context.WithTimeout(r.Context(), h.publishTimeout)
+	defer cancel()
+	start := time.Now()
+	ack, err := h.pub.PublishMsg(ctx, msg)
+	h.m.publish.Observe(time.Since(start).Seconds())
+	if err != nil {
+		h.unavailable(w, inc.ID, err)
+		return
+	}
+	outcome := "accepted"
+	if ack.Duplicate {
+		outcome = "duplicate"
+	}
+	h.m.requests.WithLabelValues(outcome).Inc()
+	h.log.Info().Str("incident", inc.ID).Str("type", string(inc.EffectiveType())).
+		Int("entities", len(inc.Entities)).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).
+		Msg("incident stored")
+	writeJSON(w, http.StatusAccepted, Accepted{ID: inc.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+// unavailable answers 503: the incident was not stored, the sender must retry.
+func (h *incidents) unavailable(w http.ResponseWriter, id string, err error) {
+	h.m.requests.WithLabelValues("unavailable").Inc()
+	h.log.Warn().Err(err).Str("incident", id).Msg("incident not stored")
+	w.Header().Set("Retry-After", h.retryAfter)
+	writeProblem(w, http.StatusServiceUnavailable, "unavailable", "Storage unavailable",
+		"the incident was not stored because JetStream did not acknowledge it; retry later", nil)
+}
+
+// MsgID is the JetStream deduplication id of an incident: a digest of its
+// id, its type and its exact body, so a webhook retry of the same delivery
+// is stored once while a changed incident with the same id is a new event.
+func MsgID(inc *schemas.Incident, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(inc.EffectiveType()))
+	h.Write([]byte{0})
+	h.Write([]byte(inc.ID))
+	h.Write([]byte{0})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.Itoa(max(1, int(d.Round(time.Second)/time.Second)))
+}

@@ -1,0 +1,42 @@
+package webhook
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcomes of a request to /v1/incidents, the label of requests_total.
+var outcomes = []string{
+	"accepted", "duplicate", "unauthorized", "too_large", "unsupported_media_type",
+	"invalid", "method_not_allowed", "unavailable",
+}
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	publish  prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blockwire", Subsystem: "webhook", Name: "requests_total",
+			Help: "Requests to POST /v1/incidents by outcome.",
+		}, []string{"outcome"}),
+		publish: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "blockwire", Subsystem: "webhook", Name: "publish_seconds",
+			Help:    "Time from publishing an incident to JetStream's acknowledgement.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.publish} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register webhook metrics: %w", err)
+		}
+	}
+	// Pre-create every outcome so dashboards see zeros, not gaps.
+	for _, o := range outcomes {
+		m.requests.WithLabelValues(o)
+	}
+	return m, nil
+}
