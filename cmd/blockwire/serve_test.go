@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const demoToken = "blockwire-demo-token-change-me"
+
+// buildBinary compiles this command once per test binary run.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "blockwire")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build blockwire: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// daemon is a real `blockwire serve` process.
+type daemon struct {
+	cmd  *exec.Cmd
+	api  string
+	nats string
+	out  *bytes.Buffer
+}
+
+func startServe(t *testing.T, bin, dataDir string, httpPort, natsPort int) *daemon {
+	t.Helper()
+	d := &daemon{
+		api:  fmt.Sprintf("http://127.0.0.1:%d", httpPort),
+		nats: fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
+		out:  &bytes.Buffer{},
+	}
+	d.cmd = exec.Command(bin, "serve", "--data-dir", dataDir,
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort), "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort))
+	d.cmd.Env = append(os.Environ(), "BLOCKWIRE_WEBHOOK_TOKEN="+demoToken)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.cmd.Process.Kill(); _ = d.cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(d.api + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not ready after 20s:\n%s", d.out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM, as a supervisor would, and expects a clean exit.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("serve exited with %v after SIGTERM, want 0:\n%s", err, d.out)
+	}
+}
+
+func postFile(t *testing.T, api, file string) map[string]any {
+	t.Helper()
+	body, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, api+"/v1/incidents", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+demoToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&got)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST %s: %d %v, want 202", file, resp.StatusCode, got)
+	}
+	return got
+}
+
+func streamMsgs(t *testing.T, url string) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, "NONAME_INCIDENTS")
+	if err != nil {
+		t.Fatalf("look up stream: %v", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// TestQuickstart is the README's path: serve with the demo token, the curl
+// example answers 202, the incident is in the stream, and a restart on the
+// same data directory keeps it (file store) and still deduplicates it.
+func TestQuickstart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildBinary(t)
+	dataDir := t.TempDir()
+	httpPort, natsPort := freePort(t), freePort(t)
+	const incident = "../../testdata/incidents/valid/ip-v4-block.json"
+
+	d := startServe(t, bin, dataDir, httpPort, natsPort)
+	first := postFile(t, d.api, incident)
+	if first["duplicate"] != false {
+		t.Fatalf("first post answered %v, want duplicate false", first)
+	}
+	if n := streamMsgs(t, d.nats); n != 1 {
+		t.Fatalf("stream holds %d messages, want 1", n)
+	}
+	d.stop(t)
+
+	d = startServe(t, bin, dataDir, httpPort, natsPort)
+	if n := streamMsgs(t, d.nats); n != 1 {
+		t.Fatalf("after restart the stream holds %d messages, want 1", n)
+	}
+	again := postFile(t, d.api, incident)
+	if again["duplicate"] != true || again["seq"] != first["seq"] {
+		t.Fatalf("re-post after restart answered %v, want duplicate of seq %v", again, first["seq"])
+	}
+	d.stop(t)
+}
+
+func TestCheckConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     []string
+		wantErr string
+	}{
+		{"token configured", []string{"serve", "--check-config", "--webhook-token", demoToken}, nil, ""},
+		{"token from environment", []string{"serve", "--check-config"}, []string{"BLOCKWIRE_WEBHOOK_TOKEN=" + demoToken}, ""},
+		{"no authentication", []string{"serve", "--check-config"}, nil, "no webhook token"},
+		{"demo mode on a public address", []string{"serve", "--check-config", "--insecure-demo", "--http-addr", "0.0.0.0:8080"}, nil, "loopback"},
+		{"short token", []string{"serve", "--check-config", "--webhook-token", "short"}, nil, "shorter than"},
+		{"bad log level", []string{"serve", "--check-config", "--log-level", "loud", "--webhook-token", demoToken}, nil, "log-level"},
+		{"tls cert without key", []string{"serve", "--check-config", "--webhook-token", demoToken, "--nats-url", "nats://x:4222", "--nats-tls-cert", "c.pem"}, nil, "go together"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("BLOCKWIRE_WEBHOOK_TOKEN", "") // restored after the test
+			os.Unsetenv("BLOCKWIRE_WEBHOOK_TOKEN")
+			for _, kv := range tt.env {
+				k, v, _ := strings.Cut(kv, "=")
+				t.Setenv(k, v)
+			}
+			cmd := newRootCmd()
+			cmd.SetArgs(tt.args)
+			var out bytes.Buffer
+			cmd.SetOut(&out)
+			err := cmd.ExecuteContext(context.Background())
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("err %v, want one mentioning %q", err, tt.wantErr)
+			case tt.wantErr == "" && out.String() != "configuration ok\n":
+				t.Fatalf("output %q", out.String())
+			}
+		})
+	}
+}
+
