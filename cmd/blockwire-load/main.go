@@ -254,9 +254,14 @@ func run(ctx context.Context, cfg config, args []string, stdout, stderr io.Write
 				x := medianOf(w).AcceptedPerSec / ref
 				ratio = &x
 				fmt.Fprintf(out, "ratio webhook/reference = %.2f (accepted/s)\n", x)
+				if x > 1 {
+					fmt.Fprintln(out, "note: the webhook outran the reference, so the reference was no ceiling in this measurement "+
+						"(noise, or serve's in-process NATS connection beating the reference's loopback TCP one)")
+				}
 			}
 		}
 	}
+	mach.LoadAvg1End = loadAvg1("/proc/loadavg")
 	fmt.Fprintf(out, "machine: %s\n", mach)
 	fmt.Fprintf(out, "command: %s\n", cmd)
 	if failed {

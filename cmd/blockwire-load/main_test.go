@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -282,5 +284,30 @@ func TestParseFlags(t *testing.T) {
 		if _, err := parseFlags(bad, &strings.Builder{}); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
 		}
+	}
+}
+
+func TestLoadAvg1(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		content string
+		want    float64
+	}{
+		{"4.88 4.09 1.93 3/612 20306\n", 4.88},
+		{"0.00 0.01 0.05 1/100 1\n", 0},
+		{"", -1},
+		{"x 1 2\n", -1},
+	}
+	for i, tt := range tests {
+		p := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.WriteFile(p, []byte(tt.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := loadAvg1(p); got != tt.want {
+			t.Errorf("loadAvg1(%q) = %v, want %v", tt.content, got, tt.want)
+		}
+	}
+	if got := loadAvg1(filepath.Join(dir, "missing")); got != -1 {
+		t.Errorf("loadAvg1(missing) = %v, want -1", got)
 	}
 }

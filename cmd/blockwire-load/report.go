@@ -64,11 +64,34 @@ type machine struct {
 	OS            string `json:"os"`
 	Arch          string `json:"arch"`
 	GoVersion     string `json:"goVersion"`
+	// LoadAvg1 is the 1-minute load average at the start and at the end of
+	// the measurement (-1 if unknown): on a shared machine, a load above the
+	// core count means the figures include other people's work.
+	LoadAvg1Start float64 `json:"loadAvg1Start"`
+	LoadAvg1End   float64 `json:"loadAvg1End"`
 }
 
 func thisMachine() machine {
 	return machine{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), MemTotalBytes: memTotal("/proc/meminfo"),
-		OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}
+		OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version(),
+		LoadAvg1Start: loadAvg1("/proc/loadavg"), LoadAvg1End: -1}
+}
+
+// loadAvg1 reads the 1-minute load average from a /proc/loadavg-style file; -1 if unknown.
+func loadAvg1(path string) float64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(fields[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }
 
 func (m machine) String() string {
@@ -76,7 +99,11 @@ func (m machine) String() string {
 	if m.MemTotalBytes > 0 {
 		mem = fmt.Sprintf("%.1f GiB memory", float64(m.MemTotalBytes)/(1<<30))
 	}
-	return fmt.Sprintf("%d cores (GOMAXPROCS %d), %s, %s/%s, %s", m.CPUs, m.GOMAXPROCS, mem, m.OS, m.Arch, m.GoVersion)
+	load := ""
+	if m.LoadAvg1Start >= 0 && m.LoadAvg1End >= 0 {
+		load = fmt.Sprintf(", load average %.2f at start, %.2f at end", m.LoadAvg1Start, m.LoadAvg1End)
+	}
+	return fmt.Sprintf("%d cores (GOMAXPROCS %d), %s, %s/%s, %s%s", m.CPUs, m.GOMAXPROCS, mem, m.OS, m.Arch, m.GoVersion, load)
 }
 
 // memTotal reads MemTotal from a /proc/meminfo-style file, in bytes; 0 if unknown.
