@@ -1,9 +1,16 @@
 // Command blockwire-load measures how many incidents a running `blockwire
 // serve` accepts per second over loopback, and, in the same run, a reference:
-// a bare in-process handler that only decodes the JSON body and publishes it
-// to JetStream on the same NATS server, waiting for the ack. The reference is
+// a bare handler that only decodes the JSON body and publishes it to
+// JetStream on the same NATS server, waiting for the ack. The reference is
 // the most this machine gives for "HTTP in, JetStream ack, 202 out"; the
 // webhook/reference ratio is what blockwire's own work costs.
+//
+// The reference handler runs in a child process (this command re-executed
+// with the hidden flag -serve-reference), not in the load generator: serve is
+// a separate process, so the reference must be one too, or it would share the
+// CPUs and the GC with the client goroutines and lose for that alone (see
+// refprocess.go). The child is stopped at the end of the run and on
+// SIGINT/SIGTERM, and the reference stream is deleted in every case.
 //
 // Runs alternate between the two targets (the machine is shared and noisy)
 // and the report gives each run and the median of the runs for each side.
@@ -50,7 +57,14 @@ type config struct {
 	JSON        bool          `json:"-"`
 	Entities    int           `json:"entities"`
 	Timeout     time.Duration `json:"timeoutNs"`
+
+	// Hidden: run as the reference child process (see refprocess.go).
+	ServeReference bool   `json:"-"`
+	Listen         string `json:"-"`
 }
+
+// hiddenFlags are for the reference child only and left out of -help.
+var hiddenFlags = map[string]bool{"serve-reference": true, "listen": true}
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
@@ -67,15 +81,34 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.JSON, "json", false, "also print a JSON summary on stdout (the human report then goes to stderr)")
 	fs.IntVar(&cfg.Entities, "entities", 2, "entities per incident (1-1000)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "timeout of one request")
+	fs.BoolVar(&cfg.ServeReference, "serve-reference", false, "internal: serve the reference handler and print its address (the load's child process)")
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "internal: with -serve-reference, the listen address")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: blockwire-load [flags]\n\nLoad-tests POST /v1/incidents of a running `blockwire serve` against an in-process reference\n(decode JSON + JetStream publish on the same NATS server).\n\nFlags:\n")
-		fs.PrintDefaults()
+		fmt.Fprintf(fs.Output(), "Usage: blockwire-load [flags]\n\nLoad-tests POST /v1/incidents of a running `blockwire serve` against a reference run as a\nseparate process (decode JSON + JetStream publish on the same NATS server).\n\nFlags:\n")
+		visible := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+		visible.SetOutput(fs.Output())
+		fs.VisitAll(func(f *flag.Flag) {
+			if !hiddenFlags[f.Name] {
+				visible.Var(f.Value, f.Name, f.Usage)
+				def := f.DefValue
+				if f.Name == "token" {
+					def = "" // the default comes from the environment: a secret, not for -help
+				}
+				visible.Lookup(f.Name).DefValue = def
+			}
+		})
+		visible.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	listenSet := false
+	fs.Visit(func(f *flag.Flag) { listenSet = listenSet || f.Name == "listen" })
+	if listenSet && !cfg.ServeReference {
+		return cfg, errors.New("-listen goes only with -serve-reference")
 	}
 	switch {
 	case cfg.Concurrency < 1:
@@ -106,13 +139,18 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, cfg, os.Args, os.Stdout, os.Stderr)
+	var code int
+	if cfg.ServeReference {
+		code = serveReference(ctx, cfg.NATSURL, cfg.Listen, os.Stdin, os.Stdout, os.Stderr)
+	} else {
+		code = run(ctx, cfg, os.Args, os.Stdout, os.Stderr)
+	}
 	stop()
 	os.Exit(code)
 }
 
 // run does the whole measurement and returns the exit status. Resources
-// (the reference stream above all) are released before it returns.
+// (the reference process and stream above all) are released before it returns.
 func run(ctx context.Context, cfg config, args []string, stdout, stderr io.Writer) int {
 	out := stdout
 	if cfg.JSON {
@@ -153,33 +191,47 @@ func run(ctx context.Context, cfg config, args []string, stdout, stderr io.Write
 		targets = append(targets, web)
 	}
 	if cfg.Target != targetWebhook {
-		ref, err := startReference(ctx, cfg.NATSURL)
+		store, err := openRefStore(ctx, cfg.NATSURL)
 		if err != nil {
+			return fail(err)
+		}
+		// The handler runs in a child process, like serve (see refprocess.go).
+		proc, err := startReferenceProcess(ctx, cfg.NATSURL, stderr)
+		if err != nil {
+			if _, cerr := store.Close(); cerr != nil {
+				fmt.Fprintln(stderr, "blockwire-load:", cerr)
+			}
 			return fail(err)
 		}
 		var once sync.Once
 		closeRef = func() {
 			once.Do(func() {
-				stored, err := ref.Close()
+				// The child first, so nothing publishes while the stream is counted and deleted.
+				if err := proc.stop(); err != nil && ctx.Err() == nil { // on Ctrl-C the child gets SIGINT too and leaves first
+					fmt.Fprintln(stderr, "blockwire-load:", err)
+					cleanupFailed = true
+				}
+				stored, err := store.Close()
 				if err != nil {
 					fmt.Fprintln(stderr, "blockwire-load:", err)
 					cleanupFailed = true
 					return
 				}
-				fmt.Fprintf(out, "reference stream %s held %d messages for %d accepted requests (warmup included); deleted\n",
-					refStream, stored, refNew)
+				fmt.Fprintf(out, "reference process (pid %d) stopped; stream %s held %d messages for %d accepted requests (warmup included); deleted\n",
+					proc.Pid(), refStream, stored, refNew)
 				if stored != uint64(refNew) && ctx.Err() == nil { // an interrupt may cut off acks of stored messages
 					fmt.Fprintln(stderr, "blockwire-load: warning: the reference stream does not hold one message per accepted request")
 				}
 			})
 		}
 		defer closeRef()
-		re := endpoint{name: targetReference, url: ref.URL(), token: cfg.Token}
+		re := endpoint{name: targetReference, url: proc.URL(), token: cfg.Token}
 		if err := preflight(ctx, client, re, probe[1]); err != nil {
 			return fail(err)
 		}
 		refNew++
-		fmt.Fprintf(out, "reference: %s -> stream %s (subject %s, file storage) on %s\n", re.url, refStream, refSubject, cfg.NATSURL)
+		fmt.Fprintf(out, "reference: %s (child process pid %d) -> stream %s (subject %s, file storage) on %s\n",
+			re.url, proc.Pid(), refStream, refSubject, cfg.NATSURL)
 		targets = append([]endpoint{re}, targets...) // the reference goes first in odd runs
 	}
 
@@ -265,7 +317,7 @@ func run(ctx context.Context, cfg config, args []string, stdout, stderr io.Write
 	fmt.Fprintf(out, "machine: %s\n", mach)
 	fmt.Fprintf(out, "command: %s\n", cmd)
 	if failed {
-		fmt.Fprintf(out, "FAILED: a run had more than %.0f%% errors, was interrupted, or the reference stream could not be deleted\n", 100*maxErrorRate)
+		fmt.Fprintf(out, "FAILED: a run had more than %.0f%% errors, was interrupted, the reference process died, or the reference stream could not be deleted\n", 100*maxErrorRate)
 	}
 
 	if cfg.JSON {

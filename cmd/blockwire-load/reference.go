@@ -24,26 +24,20 @@ const (
 	refDupes   = 10 * time.Minute
 )
 
-// reference is "the most this machine gives": an HTTP handler that does only
-// what the webhook cannot avoid — decode the JSON body, publish it to
-// JetStream on the same NATS server and wait for the ack — and answers 202.
-type reference struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	srv *http.Server
-	ln  net.Listener
+// The reference is split in two: the load generator (the parent) owns the
+// stream — it creates it before the run and deletes it after, even when the
+// handler died — while the handler runs in a child process (see
+// refprocess.go). This file has both halves.
+
+// refStore is the parent's handle on the reference stream.
+type refStore struct {
+	nc *nats.Conn
+	js jetstream.JetStream
 }
 
-type refAccepted struct {
-	ID        any    `json:"id"`
-	Seq       uint64 `json:"seq"`
-	Duplicate bool   `json:"duplicate"`
-}
-
-// startReference connects to natsURL, (re)creates the reference stream and
-// serves the reference handler on a random loopback port.
-func startReference(ctx context.Context, natsURL string) (*reference, error) {
-	nc, err := nats.Connect(natsURL, nats.Name("blockwire-load reference"))
+// openRefStore connects to natsURL and (re)creates the reference stream empty.
+func openRefStore(ctx context.Context, natsURL string) (*refStore, error) {
+	nc, err := nats.Connect(natsURL, nats.Name("blockwire-load reference stream"))
 	if err != nil {
 		return nil, fmt.Errorf("reference: connect to NATS at %s: %w (is serve's embedded NATS server listening? see -nats-url)", natsURL, err)
 	}
@@ -52,7 +46,7 @@ func startReference(ctx context.Context, natsURL string) (*reference, error) {
 		nc.Close()
 		return nil, fmt.Errorf("reference: %w", err)
 	}
-	ref := &reference{nc: nc, js: js}
+	s := &refStore{nc: nc, js: js}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// A stream left over by an interrupted run is dropped, so every run starts empty.
@@ -69,21 +63,41 @@ func startReference(ctx context.Context, natsURL string) (*reference, error) {
 		nc.Close()
 		return nil, fmt.Errorf("reference: create stream %s: %w", refStream, err)
 	}
-	ref.ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		ref.deleteStream()
-		nc.Close()
-		return nil, fmt.Errorf("reference: listen: %w", err)
-	}
-	ref.srv = &http.Server{Handler: ref, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = ref.srv.Serve(ref.ln) }()
-	return ref, nil
+	return s, nil
 }
 
-// URL is where the reference takes incidents.
-func (ref *reference) URL() string { return "http://" + ref.ln.Addr().String() + "/v1/incidents" }
+// Close deletes the reference stream and disconnects. It uses its own
+// deadline, so it still cleans up after an interrupt. It returns how many
+// messages the stream held, to check against the 202s.
+func (s *refStore) Close() (stored uint64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if st, ierr := s.js.Stream(ctx, refStream); ierr == nil {
+		if info, ierr := st.Info(ctx); ierr == nil {
+			stored = info.State.Msgs
+		}
+	}
+	if derr := s.js.DeleteStream(ctx, refStream); derr != nil {
+		err = fmt.Errorf("reference: delete stream %s: %w", refStream, derr)
+	}
+	s.nc.Close()
+	return stored, err
+}
 
-func (ref *reference) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// refHandler is "the most this machine gives": an HTTP handler that does only
+// what the webhook cannot avoid — decode the JSON body, publish it to
+// JetStream on the same NATS server and wait for the ack — and answers 202.
+type refHandler struct {
+	js jetstream.JetStream
+}
+
+type refAccepted struct {
+	ID        any    `json:"id"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+func (h *refHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
@@ -104,7 +118,7 @@ func (ref *reference) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	msg.Header.Set(jetstream.MsgIDHeader, hex.EncodeToString(sum[:]))
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	ack, err := ref.js.PublishMsg(ctx, msg)
+	ack, err := h.js.PublishMsg(ctx, msg)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
@@ -114,28 +128,51 @@ func (ref *reference) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(refAccepted{ID: inc["id"], Seq: ack.Sequence, Duplicate: ack.Duplicate})
 }
 
-func (ref *reference) deleteStream() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := ref.js.DeleteStream(ctx, refStream); err != nil {
-		return fmt.Errorf("reference: delete stream %s: %w", refStream, err)
+// serveReference is the whole life of the child process (hidden flag
+// -serve-reference): connect to natsURL, serve the reference handler on
+// listen, print the bound address (host:port, one line) on stdout once it
+// accepts connections, and serve until SIGINT/SIGTERM (ctx) or until stdin
+// reaches EOF — the parent holds the other end of stdin, so even a parent
+// killed with SIGKILL takes its child down with it. The stream must exist:
+// the parent creates and deletes it. It returns the exit status.
+func serveReference(ctx context.Context, natsURL, listen string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "blockwire-load -serve-reference:", err)
+		return 1
 	}
-	return nil
-}
-
-// Close stops the handler, deletes the reference stream and disconnects. It
-// uses its own deadline, so it still cleans up after an interrupt.
-// It returns how many messages the stream held, to check against the 202s.
-func (ref *reference) Close() (stored uint64, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = ref.srv.Shutdown(ctx)
-	if st, ierr := ref.js.Stream(ctx, refStream); ierr == nil {
-		if info, ierr := st.Info(ctx); ierr == nil {
-			stored = info.State.Msgs
-		}
+	nc, err := nats.Connect(natsURL, nats.Name("blockwire-load reference"))
+	if err != nil {
+		return fail(fmt.Errorf("connect to NATS at %s: %w", natsURL, err))
 	}
-	err = ref.deleteStream()
-	ref.nc.Close()
-	return stored, err
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fail(fmt.Errorf("listen on %s: %w", listen, err))
+	}
+	srv := &http.Server{Handler: &refHandler{js: js}, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	if _, err := fmt.Fprintln(stdout, ln.Addr().String()); err != nil {
+		_ = srv.Close()
+		return fail(fmt.Errorf("report the address: %w", err))
+	}
+	eof := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, stdin)
+		close(eof)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-eof:
+	case err := <-served:
+		return fail(fmt.Errorf("serve: %w", err))
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return 0
 }
