@@ -59,6 +59,8 @@ func toBlock(doc any) *Block {
 		Title:       str(obj, "title"),
 		Severity:    Severity(str(obj, "severity")),
 		Source:      Source(str(obj, "source")),
+		CreatedSeq:  uintField(obj, "createdSeq"),
+		UpdatedSeq:  uintField(obj, "updatedSeq"),
 	}
 	if ids, ok := obj["incidentIds"].([]any); ok {
 		b.IncidentIDs = make([]string, len(ids))
@@ -114,4 +116,12 @@ func optInt(obj map[string]any, key string) *int64 {
 		return nil
 	}
 	return &i
+}
+
+func uintField(obj map[string]any, key string) uint64 {
+	if n, ok := obj[key].(json.Number); ok {
+		v, _ := strconv.ParseUint(string(n), 10, 64)
+		return v
+	}
+	return 0
 }

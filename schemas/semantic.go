@@ -145,8 +145,13 @@ func checkValue(t EntityType, value string, qualified bool, path string, vs []Vi
 			vs = append(vs, Violation{Path: path, Message: msg})
 		}
 	case EntityCIDR:
-		if _, err := netip.ParsePrefix(value); err != nil {
+		p, err := netip.ParsePrefix(value)
+		switch {
+		case err != nil:
 			vs = append(vs, Violation{Path: path, Message: "not a valid CIDR prefix: " + prefixErrorDetail(value, err)})
+		case p.Bits() == 0 || p.Addr().Is4In6() && p.Bits() <= 96:
+			// Never a detection, always a mistake: it would block every client.
+			vs = append(vs, Violation{Path: path, Message: "refused: " + value + " would block every address"})
 		}
 	case EntityJWT:
 		if !qualified && !looksLikeJWS(value) {

@@ -104,6 +104,15 @@ type Scope struct {
 	Route   string `json:"route,omitempty"`
 }
 
+// Headers blockwire sets on every incident message, beside Nats-Msg-Id.
+const (
+	// HeaderSource says who stored the incident: webhook or manual. A message
+	// without it was published straight to NATS by another producer.
+	HeaderSource = "Blockwire-Source"
+	// HeaderReceivedAt is when blockwire received it (RFC 3339).
+	HeaderReceivedAt = "Blockwire-Received-At"
+)
+
 // Source says which path created a block.
 type Source string
 
@@ -131,6 +140,11 @@ type Block struct {
 	Title       string     `json:"title,omitempty"`
 	Severity    Severity   `json:"severity,omitempty"`
 	Source      Source     `json:"source"`
+	// CreatedSeq and UpdatedSeq are the NONAME_INCIDENTS sequences of the
+	// incidents that created and last changed the block: a redelivered
+	// incident recognises its own write and does not apply it twice.
+	CreatedSeq uint64 `json:"createdSeq,omitempty"`
+	UpdatedSeq uint64 `json:"updatedSeq,omitempty"`
 }
 
 // Action is what an audit record reports.

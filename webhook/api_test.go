@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockwire/blockwire/schemas"
 	"github.com/blockwire/blockwire/webhook"
 )
 
@@ -42,7 +43,7 @@ func TestAcceptStoresOnceAndReportsDuplicates(t *testing.T) {
 	if string(msg.Data) != validIncident || msg.Subject != "noname.incidents.webhook" {
 		t.Errorf("stored %q on %s, want the request body on noname.incidents.webhook", msg.Data, msg.Subject)
 	}
-	if msg.Header.Get("Nats-Msg-Id") == "" || msg.Header.Get(webhook.HeaderSource) != "webhook" {
+	if msg.Header.Get("Nats-Msg-Id") == "" || msg.Header.Get(schemas.HeaderSource) != "webhook" {
 		t.Errorf("stored headers %v lack the dedup id or source", msg.Header)
 	}
 }

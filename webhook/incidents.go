@@ -17,12 +17,6 @@ import (
 	"github.com/blockwire/blockwire/schemas"
 )
 
-// Headers blockwire sets on every incident message, beside Nats-Msg-Id.
-const (
-	HeaderSource     = "Blockwire-Source"
-	HeaderReceivedAt = "Blockwire-Received-At"
-)
-
 // publisher is the one JetStream call the webhook needs.
 type publisher interface {
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
@@ -75,8 +69,8 @@ func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	msg := nats.NewMsg(h.subject)
 	msg.Data = body
 	msg.Header.Set(jetstream.MsgIDHeader, MsgID(inc, body))
-	msg.Header.Set(HeaderSource, "webhook")
-	msg.Header.Set(HeaderReceivedAt, h.now().UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(schemas.HeaderSource, string(schemas.SourceWebhook))
+	msg.Header.Set(schemas.HeaderReceivedAt, h.now().UTC().Format(time.RFC3339Nano))
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.publishTimeout)
 	defer cancel()

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/consumer"
 	"github.com/blockwire/blockwire/internal/app"
 )
 
@@ -46,8 +47,20 @@ func newServeCmd(lo *logOptions) *cobra.Command {
 	fs.BoolVar(&cfg.Auth.AllowUnauthenticated, "insecure-demo", false, "accept unauthenticated requests (loopback only; a local demo, never production)")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", 5*time.Second, "how long to wait for JetStream to store an incident before answering 503")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful shutdown")
+	fs.IntVar(&cfg.Workers, "workers", 16, "incidents this process applies at once")
+	addGuardrailFlags(fs, &cfg.Guardrails)
 	addBrokerFlags(fs, &cfg.Broker)
 	return cmd
+}
+
+// addGuardrailFlags declares the limits on what may be blocked.
+func addGuardrailFlags(fs *pflag.FlagSet, g *consumer.Guardrails) {
+	fs.Var(prefixList{&g.NeverBlock}, "never-block", "addresses or ranges never to block, comma separated (Kong nodes, health checkers, Noname); loopback is always included")
+	fs.IntVar(&g.MinPrefixV4, "min-prefix-v4", 16, "shortest IPv4 range that may be blocked")
+	fs.IntVar(&g.MinPrefixV6, "min-prefix-v6", 48, "shortest IPv6 range that may be blocked")
+	fs.DurationVar(&g.MaxDuration, "max-duration", 30*24*time.Hour, "longest block; longer requests are refused")
+	fs.DurationVar(&g.DefaultDuration, "default-duration", time.Hour, "duration of a block whose incident gives none")
+	fs.IntVar(&g.MaxActiveBlocks, "max-active-blocks", 1_000_000, "ceiling on active blocks; new blocks past it are refused")
 }
 
 // addBrokerFlags declares how to reach NATS; every command that talks to

@@ -207,4 +207,3 @@ func TestCheckConfig(t *testing.T) {
 		})
 	}
 }
-

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/consumer"
 	"github.com/blockwire/blockwire/webhook"
 )
 
@@ -27,6 +28,10 @@ type Config struct {
 	HTTPAddr string
 	// Auth is the API's authentication.
 	Auth webhook.AuthConfig
+	// Guardrails refuse what must never be blocked.
+	Guardrails consumer.Guardrails
+	// Workers is how many incidents this process applies at once. Default 16.
+	Workers int
 	// PublishTimeout bounds the wait for JetStream's ack of an incident. Default 5s.
 	PublishTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown: in-flight requests, then
@@ -50,6 +55,9 @@ func (c *Config) defaults() {
 func Check(cfg Config) error {
 	cfg.defaults()
 	if err := cfg.Broker.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.Guardrails.Validate(); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
@@ -103,6 +111,14 @@ func Serve(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	cons, err := consumer.New(ctx, consumer.Config{
+		JS: b.JetStream(), Conn: b.Conn(), Names: b.Names(), Workers: cfg.Workers,
+		Guardrails: cfg.Guardrails, Registry: reg, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -128,6 +144,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return cons.Run(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info().Msg("shutting down")

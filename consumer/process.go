@@ -1,0 +1,110 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blockwire/blockwire/schemas"
+)
+
+// process applies one incident message. It is idempotent: a redelivery
+// finds its own writes (the block remembers the event sequence that made
+// it) and its audit records deduplicated, so effects happen once.
+func (c *Consumer) process(ctx context.Context, subject string, h nats.Header, data []byte, seq uint64) error {
+	inc, err := schemas.ParseIncident(data)
+	if err != nil {
+		return &poisonError{reason: "invalid", detail: err.Error()}
+	}
+	src := sourceOf(h)
+	var audits pending
+	if err := c.audit.publish(&audits, acceptedMsgID(seq), schemas.AuditRecord{
+		Action: schemas.ActionAccepted, IncidentID: inc.ID, EventSeq: seq,
+		Detail: fmt.Sprintf("%s from %s with %d entities", inc.EffectiveType(), src, len(inc.Entities)),
+	}); err != nil {
+		return err
+	}
+
+	unblock := inc.EffectiveType() == schemas.TypeUnblock
+	ev := event{seq: seq, incident: inc, source: src}
+	durErr := error(nil)
+	if !unblock {
+		d, err := c.cfg.Guardrails.duration(inc.DurationSeconds)
+		durErr = err
+		ev.expiresAt = c.cfg.Now().Add(d).UTC().Truncate(0)
+	}
+
+	var (
+		mu   sync.Mutex
+		seen = make(map[string]bool, len(inc.Entities))
+		g    errgroup.Group
+	)
+	g.SetLimit(c.cfg.Parallel)
+	for i, e := range inc.Entities {
+		t, err := translate(e, inc.Scope)
+		if err == nil && !unblock {
+			err = cmpErr(durErr, c.cfg.Guardrails.checkAddress(t))
+		}
+		rec := schemas.AuditRecord{IncidentID: inc.ID, EventSeq: seq, Kind: e.Type, BlockKey: t.key}
+		if err != nil {
+			if err := c.recordRefusal(&mu, &audits, seq, i, rec, err); err != nil {
+				return err
+			}
+			continue
+		}
+		// Two spellings of one attacker in one incident are one block.
+		if seen[t.key] {
+			continue
+		}
+		seen[t.key] = true
+		g.Go(func() error {
+			var o outcome
+			var err error
+			if unblock {
+				o, err = c.store.unblock(ctx, t)
+			} else {
+				o, err = c.store.block(ctx, t, ev)
+			}
+			if err != nil {
+				return c.recordRefusal(&mu, &audits, seq, i, rec, err)
+			}
+			rec.Action, rec.Detail = o.action, o.detail
+			c.m.blocks.WithLabelValues(string(o.action), string(t.parts.Kind)).Inc()
+			mu.Lock()
+			defer mu.Unlock()
+			return c.audit.publish(&audits, entityMsgID(seq, i), rec)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return audits.wait(ctx)
+}
+
+// recordRefusal audits a refused entity; any other error is returned so
+// the incident is retried.
+func (c *Consumer) recordRefusal(mu *sync.Mutex, audits *pending, seq uint64, i int, rec schemas.AuditRecord, err error) error {
+	var r *refusal
+	if !errors.As(err, &r) {
+		return err
+	}
+	rec.Action, rec.Detail = schemas.ActionRefused, r.Error()
+	c.m.blocks.WithLabelValues(string(schemas.ActionRefused), string(rec.Kind)).Inc()
+	c.m.refused.WithLabelValues(r.reason).Inc()
+	mu.Lock()
+	defer mu.Unlock()
+	return c.audit.publish(audits, entityMsgID(seq, i), rec)
+}
+
+func cmpErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,244 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blockwire/blockwire/schemas"
+)
+
+// blockStore is what the pipeline needs of the KV bucket.
+type blockStore interface {
+	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
+	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
+	Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
+	Status(ctx context.Context) (jetstream.KeyValueStatus, error)
+}
+
+var _ blockStore = (jetstream.KeyValue)(nil)
+
+// publisher is what the pipeline needs of JetStream to publish.
+type publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	PublishMsgAsync(msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error)
+}
+
+var _ publisher = (jetstream.JetStream)(nil)
+
+// errConflict: someone else wrote the key between our read and our write.
+var errConflict = errors.New("block changed concurrently")
+
+// maxIncidentIDs bounds the incident ids remembered on one block, so a key
+// hit by a flood of incidents keeps a bounded value; the audit trail has all.
+const maxIncidentIDs = 100
+
+// event is what one incident message asks of one block.
+type event struct {
+	seq       uint64 // stream sequence of the incident
+	incident  *schemas.Incident
+	source    schemas.Source
+	expiresAt time.Time
+}
+
+// store applies block decisions to the bucket with optimistic concurrency,
+// so any number of workers and processes may apply incidents at once.
+type store struct {
+	kv         blockStore
+	pub        publisher
+	putPrefix  string // "$KV.<bucket>." — for the TTL-carrying update helper
+	markerTTL  time.Duration
+	maxActive  int
+	now        func() time.Time
+	countMu    sync.Mutex
+	count      int
+	countAt    time.Time
+	countEvery time.Duration
+}
+
+// outcome is what happened to one block.
+type outcome struct {
+	action schemas.Action
+	detail string
+}
+
+// block creates the key or extends it to the later expiry. A redelivered
+// event finds its own write and reports it again without writing twice.
+func (s *store) block(ctx context.Context, t target, ev event) (outcome, error) {
+	for range 16 {
+		o, err := s.tryBlock(ctx, t, ev)
+		if !errors.Is(err, errConflict) {
+			return o, err
+		}
+	}
+	return outcome{}, fmt.Errorf("apply block %s: %w after 16 attempts", t.key, errConflict)
+}
+
+func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, error) {
+	entry, err := s.kv.Get(ctx, t.key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return s.create(ctx, t, ev)
+	case err != nil:
+		return outcome{}, fmt.Errorf("read block %s: %w", t.key, err)
+	}
+	var cur schemas.Block
+	if err := json.Unmarshal(entry.Value(), &cur); err != nil {
+		// A value we cannot read cannot be enforced either: replace it.
+		cur = schemas.Block{}
+	}
+	id := ev.incident.ID
+	// Redelivery of an event already applied: report what it did, write nothing.
+	if cur.CreatedSeq == ev.seq {
+		return outcome{schemas.ActionBlocked, "until " + cur.ExpiresAt.Format(time.RFC3339)}, nil
+	}
+	if cur.UpdatedSeq == ev.seq {
+		return outcome{schemas.ActionExtended, "until " + cur.ExpiresAt.Format(time.RFC3339)}, nil
+	}
+	known := slices.Contains(cur.IncidentIDs, id)
+	if !ev.expiresAt.After(cur.ExpiresAt) && known {
+		return outcome{schemas.ActionExtended, "unchanged: already blocked until " + cur.ExpiresAt.Format(time.RFC3339)}, nil
+	}
+	next := cur
+	next.UpdatedSeq = ev.seq
+	detail := "kept expiry " + cur.ExpiresAt.Format(time.RFC3339) // a later incident never shortens a block
+	if ev.expiresAt.After(cur.ExpiresAt) {
+		next.ExpiresAt = ev.expiresAt
+		detail = "from " + cur.ExpiresAt.Format(time.RFC3339) + " to " + ev.expiresAt.Format(time.RFC3339)
+	}
+	if !known {
+		next.IncidentIDs = append(slices.Clone(cur.IncidentIDs), id)
+		if len(next.IncidentIDs) > maxIncidentIDs {
+			next.IncidentIDs = next.IncidentIDs[len(next.IncidentIDs)-maxIncidentIDs:]
+		}
+	}
+	if cur.Kind == "" { // unreadable value: rebuild it from this event
+		next = s.newBlock(t, ev)
+	}
+	data, err := json.Marshal(next)
+	if err != nil {
+		return outcome{}, fmt.Errorf("encode block %s: %w", t.key, err)
+	}
+	if err := s.putWithTTL(ctx, t.key, data, next.ExpiresAt, entry.Revision()); err != nil {
+		return outcome{}, err
+	}
+	return outcome{schemas.ActionExtended, detail}, nil
+}
+
+func (s *store) newBlock(t target, ev event) schemas.Block {
+	b := t.block
+	b.CreatedAt = s.now().UTC()
+	b.ExpiresAt = ev.expiresAt
+	b.IncidentID = ev.incident.ID
+	b.IncidentIDs = []string{ev.incident.ID}
+	b.Title = ev.incident.Title
+	b.Severity = ev.incident.Severity
+	b.Source = ev.source
+	b.CreatedSeq, b.UpdatedSeq = ev.seq, ev.seq
+	return b
+}
+
+func (s *store) create(ctx context.Context, t target, ev event) (outcome, error) {
+	if n, err := s.activeBlocks(ctx); err != nil {
+		return outcome{}, err
+	} else if n >= s.maxActive {
+		return outcome{}, refuse(ReasonCeiling, "the bucket holds %d blocks, the ceiling is %d", n, s.maxActive)
+	}
+	b := s.newBlock(t, ev)
+	data, err := json.Marshal(b)
+	if err != nil {
+		return outcome{}, fmt.Errorf("encode block %s: %w", t.key, err)
+	}
+	_, err = s.kv.Create(ctx, t.key, data, jetstream.KeyTTL(ttlUntil(b.ExpiresAt, s.now())))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return outcome{}, errConflict
+	}
+	if err != nil {
+		return outcome{}, fmt.Errorf("create block %s: %w", t.key, err)
+	}
+	s.countMu.Lock()
+	s.count++
+	s.countMu.Unlock()
+	return outcome{schemas.ActionBlocked, "until " + b.ExpiresAt.Format(time.RFC3339)}, nil
+}
+
+// unblock removes the key; a key that is not there is reported, not an error.
+func (s *store) unblock(ctx context.Context, t target) (outcome, error) {
+	for range 16 {
+		entry, err := s.kv.Get(ctx, t.key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return outcome{}, refuse(ReasonNotBlocked, "%s is not blocked", t.key)
+		}
+		if err != nil {
+			return outcome{}, fmt.Errorf("read block %s: %w", t.key, err)
+		}
+		// Purge (not Delete) so the key's history goes, and the purge marker
+		// itself expires instead of piling up one tombstone per unblock.
+		err = s.kv.Purge(ctx, t.key, jetstream.LastRevision(entry.Revision()), jetstream.PurgeTTL(s.markerTTL))
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return outcome{}, fmt.Errorf("remove block %s: %w", t.key, err)
+		}
+		s.countMu.Lock()
+		s.count--
+		s.countMu.Unlock()
+		return outcome{schemas.ActionUnblocked, "removed"}, nil
+	}
+	return outcome{}, fmt.Errorf("remove block %s: %w after 16 attempts", t.key, errConflict)
+}
+
+// putWithTTL is the one way to rewrite an existing block: KV Update would
+// clear the key's server TTL, so it publishes to the key's subject with a
+// Nats-TTL header, guarded by the revision it read.
+func (s *store) putWithTTL(ctx context.Context, key string, value []byte, expiresAt time.Time, revision uint64) error {
+	m := nats.NewMsg(s.putPrefix + key)
+	m.Data = value
+	_, err := s.pub.PublishMsg(ctx, m,
+		jetstream.WithMsgTTL(ttlUntil(expiresAt, s.now())),
+		jetstream.WithExpectLastSequencePerSubject(revision))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return errConflict
+	}
+	if err != nil {
+		return fmt.Errorf("update block %s: %w", key, err)
+	}
+	return nil
+}
+
+// activeBlocks is the number of keys in the bucket, refreshed from the
+// server at most every countEvery and kept current locally in between.
+func (s *store) activeBlocks(ctx context.Context) (int, error) {
+	s.countMu.Lock()
+	defer s.countMu.Unlock()
+	if s.now().Sub(s.countAt) < s.countEvery {
+		return s.count, nil
+	}
+	st, err := s.kv.Status(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count blocks: %w", err)
+	}
+	s.count, s.countAt = int(st.Values()), s.now()
+	return s.count, nil
+}
+
+// ttlUntil is the server TTL for a block expiring at t: whole seconds (the
+// server's resolution), rounded up so the server never forgets a block
+// before its expiresAt, and at least one second.
+func ttlUntil(t, now time.Time) time.Duration {
+	d := t.Sub(now)
+	if d < time.Second {
+		return time.Second
+	}
+	return (d + time.Second - 1).Truncate(time.Second)
+}
