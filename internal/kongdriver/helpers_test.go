@@ -1,7 +1,6 @@
 package kongdriver
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -17,7 +16,6 @@ import (
 var testBuilds struct {
 	once sync.Once
 	dir  string
-	note string
 	err  error
 }
 
@@ -41,9 +39,6 @@ func pluginBinary(tb testing.TB, name string) string {
 	tb.Helper()
 	testBuilds.once.Do(func() {
 		buildPlugins()
-		if testBuilds.note != "" {
-			tb.Log(testBuilds.note) // once, in the test that did the build
-		}
 	})
 	if testBuilds.err != nil {
 		tb.Fatalf("build plugins: %v", testBuilds.err)
@@ -60,44 +55,9 @@ func buildPlugins() {
 	testBuilds.dir = dir
 	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, pluginPackages...)
 	out, err := exec.Command("go", args...).CombinedOutput()
-	if err == nil {
-		return
-	}
-	if !bytes.Contains(out, []byte("missing go.sum entry")) {
-		testBuilds.err = fmt.Errorf("go build: %w\n%s", err, out)
-		return
-	}
-	// go-pdk's server package needs github.com/ugorji/go/codec, which go.mod does not list yet.
-	// Build against a private copy of go.mod/go.sum with -mod=mod so the real ones stay as they are.
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
 	if err != nil {
-		testBuilds.err = fmt.Errorf("go env GOMOD: %w", err)
-		return
+		testBuilds.err = fmt.Errorf("go build: %w\n%s", err, out)
 	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	modDir := filepath.Join(dir, "modfile")
-	if err := os.Mkdir(modDir, 0o755); err != nil {
-		testBuilds.err = err
-		return
-	}
-	for _, f := range []string{"go.mod", "go.sum"} {
-		data, err := os.ReadFile(filepath.Join(root, f))
-		if err != nil {
-			testBuilds.err = err
-			return
-		}
-		if err := os.WriteFile(filepath.Join(modDir, f), data, 0o644); err != nil {
-			testBuilds.err = err
-			return
-		}
-	}
-	args = append([]string{"build", "-modfile=" + filepath.Join(modDir, "go.mod"), "-mod=mod",
-		"-o", dir + string(filepath.Separator)}, pluginPackages...)
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		testBuilds.err = fmt.Errorf("go build with private modfile: %w\n%s", err, out)
-		return
-	}
-	testBuilds.note = "note: go.mod lacks github.com/ugorji/go/codec (needed by go-pdk/server); plugins were built with a private -modfile copy"
 }
 
 // logWriter sends the plugin's output to the test log, one line per call.
