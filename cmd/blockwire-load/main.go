@@ -14,6 +14,9 @@
 //
 // Runs alternate between the two targets (the machine is shared and noisy)
 // and the report gives each run and the median of the runs for each side.
+// Before each timed run the load waits until serve's consumers have worked
+// off what earlier runs stored (-settle, see settle.go), so no run pays for
+// background work caused by the one before.
 //
 // Exit status: 0 on success, 1 when setup fails or a run had more than 1% of
 // non-202 answers (after printing everything), 2 for bad flags.
@@ -57,6 +60,7 @@ type config struct {
 	JSON        bool          `json:"-"`
 	Entities    int           `json:"entities"`
 	Timeout     time.Duration `json:"timeoutNs"`
+	Settle      time.Duration `json:"settleNs"`
 
 	// Hidden: run as the reference child process (see refprocess.go).
 	ServeReference bool   `json:"-"`
@@ -81,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.JSON, "json", false, "also print a JSON summary on stdout (the human report then goes to stderr)")
 	fs.IntVar(&cfg.Entities, "entities", 2, "entities per incident (1-1000)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "timeout of one request")
+	fs.DurationVar(&cfg.Settle, "settle", 2*time.Minute, "before each timed run, wait at most this long until no JetStream consumer on -nats-url has pending messages (serve's backlog from the previous run); 0 does not wait")
 	fs.BoolVar(&cfg.ServeReference, "serve-reference", false, "internal: serve the reference handler and print its address (the load's child process)")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "internal: with -serve-reference, the listen address")
 	fs.Usage = func() {
@@ -123,6 +128,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return cfg, errors.New("-entities must be between 1 and 1000 (the incident schema's bounds)")
 	case cfg.Timeout <= 0:
 		return cfg, errors.New("-timeout must be positive")
+	case cfg.Settle < 0:
+		return cfg, errors.New("-settle must not be negative")
 	case cfg.Target != targetBoth && cfg.Target != targetWebhook && cfg.Target != targetReference:
 		return cfg, fmt.Errorf("-target must be both, webhook or reference, not %q", cfg.Target)
 	}
@@ -235,6 +242,18 @@ func run(ctx context.Context, cfg config, args []string, stdout, stderr io.Write
 		targets = append([]endpoint{re}, targets...) // the reference goes first in odd runs
 	}
 
+	var st *settler // nil: no settling
+	if cfg.Settle > 0 {
+		var err error
+		if st, err = newSettler(cfg.NATSURL); err != nil {
+			fmt.Fprintf(stderr, "blockwire-load: warning: runs will not wait for serve's consumers to settle: %v\n", err)
+		} else {
+			defer st.Close()
+			fmt.Fprintf(out, "settle:    before each timed run, wait (at most %s) until no JetStream consumer on %s has pending messages\n",
+				cfg.Settle, cfg.NATSURL)
+		}
+	}
+
 	var all []summary
 	byTarget := map[string][]summary{}
 	failed := false
@@ -258,6 +277,16 @@ func run(ctx context.Context, cfg config, args []string, stdout, stderr io.Write
 				}
 				if w.Errors > 0 {
 					fmt.Fprintf(out, "warmup %d/%d %s: errors %s\n", r, cfg.Runs, ep.name, errorText(w))
+				}
+			}
+			if st != nil { // see settle.go
+				waited, err := st.settle(ctx, cfg.Settle)
+				switch {
+				case ctx.Err() != nil: // the run below stops at once and says so
+				case err != nil:
+					fmt.Fprintf(out, "settle before run %d/%d %s: %v; measuring anyway\n", r, cfg.Runs, ep.name, err)
+				case waited >= 200*time.Millisecond:
+					fmt.Fprintf(out, "settle before run %d/%d %s: waited %.1fs for the consumers to catch up\n", r, cfg.Runs, ep.name, waited.Seconds())
 				}
 			}
 			runtime.GC() // start every timed run from the same heap state
