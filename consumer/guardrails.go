@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/blockwire/blockwire/schemas"
 )
 
 // Guardrails keep a detection (or a typo) from blocking what must never be
@@ -83,6 +85,24 @@ func (g *Guardrails) defaults() error {
 		return fmt.Errorf("configure guardrails: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// Preflight applies the guardrails to one entity as the pipeline will, so
+// the manual API can refuse at once, with the reason, what the consumer
+// would refuse later. Its errors wrap ErrRefused.
+func (g Guardrails) Preflight(e schemas.Entity, scope *schemas.Scope, durationSeconds *int64) error {
+	g.NeverBlock = slices.Clone(g.NeverBlock)
+	if err := g.defaults(); err != nil {
+		return err
+	}
+	t, err := translate(e, scope)
+	if err != nil {
+		return err
+	}
+	if _, err := g.duration(durationSeconds); err != nil {
+		return err
+	}
+	return g.checkAddress(t)
 }
 
 // duration resolves an incident's requested duration against the limits.

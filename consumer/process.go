@@ -21,9 +21,13 @@ func (c *Consumer) process(ctx context.Context, subject string, h nats.Header, d
 		return &poisonError{reason: "invalid", detail: err.Error()}
 	}
 	src := sourceOf(h)
+	actor := "" // the auditor's default: this process
+	if a := h.Get(schemas.HeaderActor); src == schemas.SourceManual && a != "" {
+		actor = "manual:" + a // the operator the manual API named
+	}
 	var audits pending
 	if err := c.audit.publish(&audits, acceptedMsgID(seq), schemas.AuditRecord{
-		Action: schemas.ActionAccepted, IncidentID: inc.ID, EventSeq: seq,
+		Action: schemas.ActionAccepted, IncidentID: inc.ID, EventSeq: seq, Actor: actor,
 		Detail: fmt.Sprintf("%s from %s with %d entities", inc.EffectiveType(), src, len(inc.Entities)),
 	}); err != nil {
 		return err
@@ -49,7 +53,7 @@ func (c *Consumer) process(ctx context.Context, subject string, h nats.Header, d
 		if err == nil && !unblock {
 			err = cmpErr(durErr, c.cfg.Guardrails.checkAddress(t))
 		}
-		rec := schemas.AuditRecord{IncidentID: inc.ID, EventSeq: seq, Kind: e.Type, BlockKey: t.key}
+		rec := schemas.AuditRecord{IncidentID: inc.ID, EventSeq: seq, Kind: e.Type, BlockKey: t.key, Actor: actor}
 		if err != nil {
 			if err := c.recordRefusal(&mu, &audits, seq, i, rec, err); err != nil {
 				return err

@@ -34,6 +34,12 @@ type refusal struct {
 
 func (r *refusal) Error() string { return r.reason + ": " + r.detail }
 
+// Is makes every refusal match ErrRefused.
+func (r *refusal) Is(target error) bool { return target == ErrRefused }
+
+// ErrRefused is wrapped by every guardrail refusal.
+var ErrRefused = errors.New("refused by a guardrail")
+
 func refuse(reason, format string, a ...any) error {
 	return &refusal{reason: reason, detail: fmt.Sprintf(format, a...)}
 }
@@ -74,15 +80,15 @@ func translate(e schemas.Entity, scope *schemas.Scope) (target, error) {
 		if name == "" {
 			return target{}, refuse(ReasonInvalid, "%s entity without a name", e.Type)
 		}
-		h := sha256Hex(e.Value)
+		h := secretHash(e)
 		parts.Name, parts.Value = name, h
 		b.Name, b.ValueSHA256 = name, h
 	case schemas.EntityJWT:
 		if e.Claim == "" {
-			if !looksLikeJWT(e.Value) {
+			if e.ValueSHA256 == "" && !looksLikeJWT(e.Value) {
 				return target{}, refuse(ReasonNotJWT, "value is not a compact JWT")
 			}
-			h := sha256Hex(e.Value)
+			h := secretHash(e)
 			parts.Value, b.ValueSHA256 = h, h
 			break
 		}
@@ -102,6 +108,41 @@ func translate(e schemas.Entity, scope *schemas.Scope) (target, error) {
 		return target{}, refuse(ReasonInvalid, "%v", err)
 	}
 	return target{key: key, parts: parts, block: b}, nil
+}
+
+// KeyFor returns the block key an entity maps to, canonicalised exactly as
+// the pipeline does, so the CLI and the API can name a block.
+func KeyFor(e schemas.Entity, scope *schemas.Scope) (string, error) {
+	t, err := translate(e, scope)
+	if err != nil {
+		return "", err
+	}
+	return t.key, nil
+}
+
+// EntityFor is the inverse: the entity (secrets by hash) that names the
+// block stored under key, for unblocking by key.
+func EntityFor(key string) (schemas.Entity, *schemas.Scope, error) {
+	p, err := schemas.ParseBlockKey(key)
+	if err != nil {
+		return schemas.Entity{}, nil, err
+	}
+	e := schemas.Entity{Type: p.Kind}
+	switch {
+	case p.Kind.HasName():
+		e.Name, e.ValueSHA256 = p.Name, p.Value
+	case p.Kind == schemas.EntityJWT && p.Name == "":
+		e.ValueSHA256 = p.Value
+	case p.Kind == schemas.EntityJWT:
+		e.Claim, e.Value = p.Name, p.Value
+	default:
+		e.Value = p.Value
+	}
+	var scope *schemas.Scope
+	if p.Service != "" || p.Route != "" {
+		scope = &schemas.Scope{Service: p.Service, Route: p.Route}
+	}
+	return e, scope, nil
 }
 
 // claimValue returns the value a jwt-by-claim block matches: when value is a
@@ -142,6 +183,15 @@ func looksLikeJWT(s string) bool {
 	p := jwt.NewParser()
 	hdr, err := p.DecodeSegment(parts[0])
 	return err == nil && len(hdr) > 1 && hdr[0] == '{'
+}
+
+// secretHash is the stored form of a secret: the hash the sender gave, or
+// the hash of the value.
+func secretHash(e schemas.Entity) string {
+	if e.ValueSHA256 != "" {
+		return e.ValueSHA256
+	}
+	return sha256Hex(e.Value)
 }
 
 func sha256Hex(s string) string {

@@ -36,10 +36,11 @@ func toIncident(doc any) *Incident {
 	for i, e := range entities {
 		ent, _ := e.(map[string]any)
 		inc.Entities[i] = Entity{
-			Type:  EntityType(str(ent, "type")),
-			Value: str(ent, "value"),
-			Name:  str(ent, "name"),
-			Claim: str(ent, "claim"),
+			Type:        EntityType(str(ent, "type")),
+			Value:       str(ent, "value"),
+			Name:        str(ent, "name"),
+			Claim:       str(ent, "claim"),
+			ValueSHA256: str(ent, "valueSha256"),
 		}
 	}
 	return inc

@@ -82,8 +82,8 @@ func entityFits(v any) bool {
 	if !ok {
 		return false
 	}
-	var typ, value, name, claim string
-	var hasName, hasClaim bool
+	var typ, value, hash, name, claim string
+	var hasValue, hasHash, hasName, hasClaim bool
 	for k, val := range ent {
 		s, ok := val.(string)
 		if !ok {
@@ -93,7 +93,9 @@ func entityFits(v any) bool {
 		case "type":
 			typ = s
 		case "value":
-			value = s
+			value, hasValue = s, true
+		case "valueSha256":
+			hash, hasHash = s, true
 		case "name":
 			name, hasName = s, true
 		case "claim":
@@ -102,16 +104,36 @@ func entityFits(v any) bool {
 			return false
 		}
 	}
-	if !EntityType(typ).Valid() || !runesBetween(value, 1, maxValueLength) {
+	t := EntityType(typ)
+	if !t.Valid() || hasValue == hasHash {
 		return false
 	}
-	if hasName != EntityType(typ).HasName() || (hasClaim && typ != string(EntityJWT)) {
+	if hasValue && !runesBetween(value, 1, maxValueLength) {
 		return false
 	}
-	if hasName && (!runesBetween(name, 1, 256) || !nameFits(EntityType(typ), name)) {
+	if hasHash && (!isSHA256Hex(hash) || hasClaim || !(t.HasName() || t == EntityJWT)) {
+		return false
+	}
+	if hasName != t.HasName() || (hasClaim && t != EntityJWT) {
+		return false
+	}
+	if hasName && (!runesBetween(name, 1, 256) || !nameFits(t, name)) {
 		return false
 	}
 	return !hasClaim || (runesBetween(claim, 1, 128) && !hasControl(claim))
+}
+
+// isSHA256Hex: 64 lowercase hex digits.
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := range len(s) {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // nameFits mirrors the per-type name patterns of the schema.

@@ -163,7 +163,7 @@ func TestPointerEscaping(t *testing.T) {
 		}
 	}
 	_, err := ParseIncident([]byte(`{"id":"i","entities":[{"type":"ip","value":"192.0.2.1","a/b~":1}]}`))
-	wantViolations(t, err, Violation{Path: "/entities/0/a~1b~0", Message: "unknown property: an entity has only type, value, name and claim"})
+	wantViolations(t, err, Violation{Path: "/entities/0/a~1b~0", Message: "unknown property: an entity has only type, value, valueSha256, name and claim"})
 }
 
 func FuzzParseIncident(f *testing.F) {

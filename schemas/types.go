@@ -93,9 +93,12 @@ type API struct {
 // Entity is one thing to block.
 type Entity struct {
 	Type  EntityType `json:"type"`
-	Value string     `json:"value"`
+	Value string     `json:"value,omitempty"`
 	Name  string     `json:"name,omitempty"`  // header, cookie and query only
 	Claim string     `json:"claim,omitempty"` // jwt only; empty means Value is the whole token
+	// ValueSHA256 replaces Value for secrets given by hash (header, cookie,
+	// query, whole token): exactly one of the two is set.
+	ValueSHA256 string `json:"valueSha256,omitempty"`
 }
 
 // Scope limits a block to a Kong service and/or route (names or ids).
@@ -111,6 +114,9 @@ const (
 	HeaderSource = "Blockwire-Source"
 	// HeaderReceivedAt is when blockwire received it (RFC 3339).
 	HeaderReceivedAt = "Blockwire-Received-At"
+	// HeaderActor names who asked for a manual action; it becomes the actor
+	// of its audit records.
+	HeaderActor = "Blockwire-Actor"
 )
 
 // Source says which path created a block.

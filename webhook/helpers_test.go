@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/consumer"
 	"github.com/blockwire/blockwire/internal/natstest"
 	"github.com/blockwire/blockwire/webhook"
 )
@@ -49,7 +50,12 @@ func newEnv(t *testing.T, mutate func(*webhook.Config)) *env {
 		t.Fatalf("provision: %v", err)
 	}
 	e := &env{nats: srv, broker: b, js: b.JetStream(), now: time.Now()}
+	lister, err := consumer.NewLister(b.JetStream(), b.Names().BlocksBucket, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := webhook.Config{
+		Blocks: &webhook.BlocksConfig{Lister: lister, Preflight: consumer.Guardrails{}.Preflight},
 		Publisher:      b.JetStream(),
 		Ready:          b,
 		Connected:      b.Conn().IsConnected,
@@ -127,3 +133,33 @@ func (e *env) streamMsgs(t *testing.T) uint64 {
 }
 
 func zeroLog() zerolog.Logger { return zerolog.Nop() }
+
+// runConsumer applies stored incidents until the test ends.
+func (e *env) runConsumer(t *testing.T) {
+	t.Helper()
+	c, err := consumer.New(context.Background(), consumer.Config{
+		JS: e.js, Conn: e.broker.Conn(), Registry: prometheus.NewRegistry(), Logger: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("consumer: %v", err)
+		}
+	})
+}
+
+// client returns an API client with the test's credentials.
+func (e *env) client(t *testing.T) *webhook.Client {
+	t.Helper()
+	c, err := webhook.NewClient(webhook.ClientConfig{URL: e.url, Token: testToken, HMACSecret: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
@@ -43,10 +44,8 @@ type incidents struct {
 }
 
 func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+	if !requireJSON(w, r) {
 		h.m.requests.WithLabelValues("unsupported_media_type").Inc()
-		writeProblem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type",
-			"the body must be JSON, sent with Content-Type: application/json", nil)
 		return
 	}
 	body := Body(r)
@@ -61,22 +60,7 @@ func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"the incident does not match the contract; see violations", violations)
 		return
 	}
-	if h.connected != nil && !h.connected() {
-		h.unavailable(w, inc.ID, errors.New("not connected to NATS"))
-		return
-	}
-
-	msg := nats.NewMsg(h.subject)
-	msg.Data = body
-	msg.Header.Set(jetstream.MsgIDHeader, MsgID(inc, body))
-	msg.Header.Set(schemas.HeaderSource, string(schemas.SourceWebhook))
-	msg.Header.Set(schemas.HeaderReceivedAt, h.now().UTC().Format(time.RFC3339Nano))
-
-	ctx, cancel := context.WithTimeout(r.Context(), h.publishTimeout)
-	defer cancel()
-	start := time.Now()
-	ack, err := h.pub.PublishMsg(ctx, msg)
-	h.m.publish.Observe(time.Since(start).Seconds())
+	ack, err := h.store(r.Context(), h.subject, body, MsgID(inc, body), schemas.SourceWebhook, "")
 	if err != nil {
 		h.unavailable(w, inc.ID, err)
 		return
@@ -90,6 +74,40 @@ func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Int("entities", len(inc.Entities)).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).
 		Msg("incident stored")
 	writeJSON(w, http.StatusAccepted, Accepted{ID: inc.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+// requireJSON answers 415 unless the request says its body is JSON.
+func requireJSON(w http.ResponseWriter, r *http.Request) bool {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		writeProblem(w, http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type",
+			"the body must be JSON, sent with Content-Type: application/json", nil)
+		return false
+	}
+	return true
+}
+
+// store publishes an incident and waits for JetStream to acknowledge it.
+func (h *incidents) store(ctx context.Context, subject string, body []byte, msgID string, src schemas.Source, actor string) (*jetstream.PubAck, error) {
+	if h.connected != nil && !h.connected() {
+		return nil, errors.New("not connected to NATS")
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = body
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	msg.Header.Set(schemas.HeaderSource, string(src))
+	msg.Header.Set(schemas.HeaderReceivedAt, h.now().UTC().Format(time.RFC3339Nano))
+	if actor != "" {
+		msg.Header.Set(schemas.HeaderActor, actor)
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.publishTimeout)
+	defer cancel()
+	start := time.Now()
+	ack, err := h.pub.PublishMsg(ctx, msg)
+	h.m.publish.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("store incident: %w", err)
+	}
+	return ack, nil
 }
 
 // unavailable answers 503: the incident was not stored, the sender must retry.

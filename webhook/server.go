@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,9 +39,9 @@ type Config struct {
 	RetryAfter time.Duration
 	// Registry receives the API's metrics and is served on /metrics.
 	Registry *prometheus.Registry
-	// Routes adds further authenticated routes (pattern → handler) under the
-	// same authentication, e.g. the manual blocking API.
-	Routes map[string]http.Handler
+	// Blocks, when set, enables the manual blocking API under the same
+	// authentication.
+	Blocks *BlocksConfig
 	// Logger is injected; zero value logs nothing.
 	Logger zerolog.Logger
 	// Now is the clock; default time.Now.
@@ -85,11 +87,25 @@ func New(cfg Config) (http.Handler, error) {
 	failed := func(_ *http.Request, outcome string) { m.requests.WithLabelValues(outcome).Inc() }
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/incidents", allow(http.MethodPost, auth.Wrap(inc, failed), func() {
+	mux.Handle("/v1/incidents", byMethod(map[string]http.Handler{http.MethodPost: auth.Wrap(inc, failed)}, func() {
 		m.requests.WithLabelValues("method_not_allowed").Inc()
 	}))
-	for pattern, h := range cfg.Routes {
-		mux.Handle(pattern, auth.Wrap(h, func(*http.Request, string) {}))
+	if bc := cfg.Blocks; bc != nil {
+		if bc.Lister == nil || bc.Preflight == nil {
+			return nil, errors.New("configure webhook: the blocks API needs a Lister and a Preflight")
+		}
+		if bc.Subject == "" {
+			bc.Subject = "noname.incidents.manual"
+		}
+		b := &blocks{inc: inc, cfg: *bc}
+		none := func(*http.Request, string) {}
+		mux.Handle("/v1/blocks", byMethod(map[string]http.Handler{
+			http.MethodGet:  auth.Wrap(http.HandlerFunc(b.list), none),
+			http.MethodPost: auth.Wrap(http.HandlerFunc(b.create), none),
+		}, func() {}))
+		mux.Handle("/v1/blocks/{key}", byMethod(map[string]http.Handler{
+			http.MethodDelete: auth.Wrap(http.HandlerFunc(b.remove), none),
+		}, func() {}))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -110,17 +126,24 @@ func New(cfg Config) (http.Handler, error) {
 	return mux, nil
 }
 
-// allow answers 405 with a problem document for any other method, before
-// authentication, so a probe with the wrong method learns nothing else.
-func allow(method string, next http.Handler, refused func()) http.Handler {
+// byMethod dispatches on the method and answers 405 with a problem document
+// for any other, before authentication, so a probe with the wrong method
+// learns nothing else.
+func byMethod(handlers map[string]http.Handler, refused func()) http.Handler {
+	allowed := make([]string, 0, len(handlers))
+	for m := range handlers {
+		allowed = append(allowed, m)
+	}
+	slices.Sort(allowed)
+	allow := strings.Join(allowed, ", ")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != method {
+		h, ok := handlers[r.Method]
+		if !ok {
 			refused()
-			w.Header().Set("Allow", method)
-			writeProblem(w, http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed",
-				"use "+method, nil)
+			w.Header().Set("Allow", allow)
+			writeProblem(w, http.StatusMethodNotAllowed, "method-not-allowed", "Method not allowed", "use "+allow, nil)
 			return
 		}
-		next.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }

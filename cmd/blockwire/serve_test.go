@@ -114,6 +114,20 @@ func postFile(t *testing.T, api, file string) map[string]any {
 	return got
 }
 
+// cli runs the blockwire command against a daemon's API and returns stdout.
+func cli(t *testing.T, bin, api string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(bin, append(args, "--api-url", api)...)
+	cmd.Env = append(os.Environ(), "BLOCKWIRE_WEBHOOK_TOKEN="+demoToken)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("blockwire %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
+}
+
 func streamMsgs(t *testing.T, url string) uint64 {
 	t.Helper()
 	nc, err := nats.Connect(url)
@@ -155,11 +169,31 @@ func TestQuickstart(t *testing.T) {
 	if n := streamMsgs(t, d.nats); n != 1 {
 		t.Fatalf("stream holds %d messages, want 1", n)
 	}
+
+	// The README's manual block, then the list: the webhook's block and the manual one.
+	cli(t, bin, d.api, "block", "ip", "198.51.100.23", "--for", "2h", "--reason", "manual test")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var list struct{ Count int }
+		if err := json.Unmarshal(cli(t, bin, d.api, "blocks", "--json"), &list); err != nil {
+			t.Fatal(err)
+		}
+		if list.Count == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocks lists %d blocks, want 2", list.Count)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out := string(cli(t, bin, d.api, "blocks")); !strings.Contains(out, "198.51.100.23") || !strings.Contains(out, "2 active blocks") {
+		t.Fatalf("blocks printed:\n%s", out)
+	}
 	d.stop(t)
 
 	d = startServe(t, bin, dataDir, httpPort, natsPort)
-	if n := streamMsgs(t, d.nats); n != 1 {
-		t.Fatalf("after restart the stream holds %d messages, want 1", n)
+	if n := streamMsgs(t, d.nats); n != 2 {
+		t.Fatalf("after restart the stream holds %d messages, want the 2 incidents", n)
 	}
 	again := postFile(t, d.api, incident)
 	if again["duplicate"] != true || again["seq"] != first["seq"] {

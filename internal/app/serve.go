@@ -32,6 +32,9 @@ type Config struct {
 	Guardrails consumer.Guardrails
 	// Workers is how many incidents this process applies at once. Default 16.
 	Workers int
+	// IngestOnly runs the API without the consumer, for replicas that only
+	// receive incidents while others apply them (and for measuring ingest).
+	IngestOnly bool
 	// PublishTimeout bounds the wait for JetStream's ack of an incident. Default 5s.
 	PublishTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown: in-flight requests, then
@@ -97,6 +100,10 @@ func Serve(ctx context.Context, cfg Config) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	lister, err := consumer.NewLister(b.JetStream(), b.Names().BlocksBucket, nil)
+	if err != nil {
+		return err
+	}
 	api, err := webhook.New(webhook.Config{
 		Publisher:      b.JetStream(),
 		Ready:          b,
@@ -106,6 +113,9 @@ func Serve(ctx context.Context, cfg Config) error {
 		PublishTimeout: cfg.PublishTimeout,
 		Registry:       reg,
 		Logger:         log,
+		Blocks: &webhook.BlocksConfig{
+			Lister: lister, Preflight: cfg.Guardrails.Preflight, Subject: b.Names().IncidentSubject + ".manual",
+		},
 	})
 	if err != nil {
 		return err
@@ -144,7 +154,9 @@ func Serve(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return cons.Run(gctx) })
+	if !cfg.IngestOnly {
+		g.Go(func() error { return cons.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		log.Info().Msg("shutting down")

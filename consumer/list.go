@@ -1,0 +1,103 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blockwire/blockwire/schemas"
+)
+
+// ActiveBlock is a block with its key, as listed by `blockwire blocks` and
+// GET /v1/blocks.
+type ActiveBlock struct {
+	Key string `json:"key"`
+	schemas.Block
+}
+
+// streamer is what listing needs of JetStream.
+type streamer interface {
+	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
+}
+
+var _ streamer = (jetstream.JetStream)(nil)
+
+// Lister reads the active blocks straight from the bucket's stream: one
+// ordered consumer over the last message of each key (filtered by kind),
+// so listing never does a round trip per key and leaves nothing behind.
+type Lister struct {
+	js     streamer
+	bucket string
+	now    func() time.Time
+}
+
+// NewLister returns a Lister of the given bucket; now defaults to time.Now.
+func NewLister(js streamer, bucket string, now func() time.Time) (*Lister, error) {
+	if js == nil || bucket == "" {
+		return nil, errors.New("configure block lister: JetStream and bucket are required")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Lister{js: js, bucket: bucket, now: now}, nil
+}
+
+// List returns up to limit active blocks of the given kind ("" for all),
+// skipping removed keys and blocks past their expiresAt; truncated reports
+// that more exist.
+func (l *Lister) List(ctx context.Context, kind schemas.EntityType, limit int) (blocks []ActiveBlock, truncated bool, err error) {
+	filter := "$KV." + l.bucket + ".>"
+	if kind != "" {
+		if !kind.Valid() {
+			return nil, false, fmt.Errorf("list blocks: unknown kind %q", kind)
+		}
+		filter = "$KV." + l.bucket + "." + string(kind) + ".>"
+	}
+	cons, err := l.js.OrderedConsumer(ctx, "KV_"+l.bucket, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("list blocks: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("list blocks: %w", err)
+	}
+	remaining := info.NumPending
+	prefix := len("$KV." + l.bucket + ".")
+	now := l.now()
+	for remaining > 0 {
+		batch, err := cons.Fetch(int(min(remaining, 500)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, false, fmt.Errorf("list blocks: %w", err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			remaining--
+			if m.Headers().Get("KV-Operation") != "" || m.Headers().Get(jetstream.MarkerReasonHeader) != "" {
+				continue // removed or expired key
+			}
+			var b schemas.Block
+			if json.Unmarshal(m.Data(), &b) != nil || !b.ExpiresAt.After(now) {
+				continue
+			}
+			if len(blocks) == limit {
+				return blocks, true, nil
+			}
+			blocks = append(blocks, ActiveBlock{Key: m.Subject()[prefix:], Block: b})
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return nil, false, fmt.Errorf("list blocks: %w", err)
+		}
+		if got == 0 {
+			break
+		}
+	}
+	return blocks, false, nil
+}

@@ -1,0 +1,135 @@
+package webhook_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/blockwire/blockwire/schemas"
+	"github.com/blockwire/blockwire/webhook"
+)
+
+func TestManualBlockLifecycle(t *testing.T) {
+	e := newEnv(t, nil)
+	e.runConsumer(t)
+	c := e.client(t)
+	ctx := t.Context()
+	secs := int64(7200)
+	got, err := c.Block(ctx, webhook.BlockRequest{Kind: "ip", Value: "::ffff:203.0.113.9", DurationSeconds: &secs, Reason: "manual test", Actor: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Key != "ip.=.=.=.203_2E0_2E113_2E9" || !strings.HasPrefix(got.ID, "manual-") {
+		t.Fatalf("answer %+v: want the canonical key and a manual incident id", got)
+	}
+	var listed *webhook.BlockList
+	eventually(t, func() error {
+		listed, err = c.Blocks(ctx, "ip", 10)
+		if err != nil {
+			return err
+		}
+		if listed.Count != 1 {
+			return fmt.Errorf("%d blocks listed", listed.Count)
+		}
+		return nil
+	})
+	b := listed.Blocks[0]
+	if b.Key != got.Key || b.Source != schemas.SourceManual || b.Title != "manual test" || b.IncidentID != got.ID {
+		t.Fatalf("listed %+v", b)
+	}
+	if left := time.Until(b.ExpiresAt); left < 7100*time.Second || left > 7201*time.Second {
+		t.Errorf("time left %s, want about 2h", left)
+	}
+	if other, _ := c.Blocks(ctx, "header", 10); other.Count != 0 {
+		t.Errorf("kind filter let through %+v", other.Blocks)
+	}
+	if _, err := c.Unblock(ctx, got.Key, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error {
+		listed, err = c.Blocks(ctx, "", 10)
+		if err != nil || listed.Count != 0 {
+			return fmt.Errorf("still listed: %v %v", listed, err)
+		}
+		return nil
+	})
+}
+
+// TestManualHostileRequests: each bad manual request is refused with a
+// problem document and stores nothing.
+func TestManualHostileRequests(t *testing.T) {
+	e := newEnv(t, nil)
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		wantPath                 string
+	}{
+		{"unknown field", "POST", "/v1/blocks", `{"kind":"ip","value":"192.0.2.1","nuke":true}`, 400, "/"},
+		{"not JSON", "POST", "/v1/blocks", `kind=ip`, 400, "/"},
+		{"unknown kind", "POST", "/v1/blocks", `{"kind":"mac","value":"aa"}`, 400, "/kind"},
+		{"invalid address", "POST", "/v1/blocks", `{"kind":"ip","value":"999.1.1.1"}`, 400, "/value"},
+		{"negative duration", "POST", "/v1/blocks", `{"kind":"ip","value":"192.0.2.1","durationSeconds":-60}`, 400, "/durationSeconds"},
+		{"block everything", "POST", "/v1/blocks", `{"kind":"cidr","value":"0.0.0.0/0"}`, 400, "/value"},
+		{"header without name", "POST", "/v1/blocks", `{"kind":"header","value":"k"}`, 400, "/"},
+		{"range too wide", "POST", "/v1/blocks", `{"kind":"cidr","value":"10.0.0.0/8"}`, 422, ""},
+		{"loopback", "POST", "/v1/blocks", `{"kind":"ip","value":"::ffff:127.0.0.1"}`, 422, ""},
+		{"duration over the cap", "POST", "/v1/blocks", `{"kind":"ip","value":"192.0.2.1","durationSeconds":3456000}`, 422, ""},
+		{"actor with a newline", "POST", "/v1/blocks", `{"kind":"ip","value":"192.0.2.1","actor":"a\nb"}`, 400, "/actor"},
+		{"bad key", "DELETE", "/v1/blocks/not.a.key", "", 400, "key"},
+		{"kind filter unknown", "GET", "/v1/blocks?kind=mac", "", 400, "kind"},
+		{"limit zero", "GET", "/v1/blocks?limit=0", "", 400, "limit"},
+		{"limit huge", "GET", "/v1/blocks?limit=100000000", "", 400, "limit"},
+		{"wrong method", "PUT", "/v1/blocks", `{}`, 405, ""},
+	}
+	before := e.streamMsgs(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := e.signedRequest(t, []byte(tt.body))
+			req.Method = tt.method
+			req.URL.Path, req.URL.RawQuery, _ = strings.Cut(tt.path, "?")
+			r := do(t, req)
+			if r.status != tt.status {
+				t.Fatalf("status %d, want %d: %v", r.status, tt.status, r.body)
+			}
+			if d, _ := r.body["detail"].(string); d == "" {
+				t.Errorf("no detail: %v", r.body)
+			}
+			if tt.wantPath != "" && !hasViolation(r.body, tt.wantPath) {
+				t.Errorf("no violation at %s: %v", tt.wantPath, r.body["violations"])
+			}
+			if n := e.streamMsgs(t); n != before {
+				t.Fatalf("stream holds %d messages, want %d", n, before)
+			}
+		})
+	}
+	t.Run("unauthenticated", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, e.url+"/v1/blocks", bytes.NewReader(nil))
+		if r := do(t, req); r.status != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401", r.status)
+		}
+		var p *webhook.ProblemError
+		noAuth, _ := webhook.NewClient(webhook.ClientConfig{URL: e.url})
+		if _, err := noAuth.Blocks(t.Context(), "", 1); !errors.As(err, &p) || p.Status != 401 {
+			t.Fatalf("client error %v, want a 401 problem", err)
+		}
+	})
+}
+
+func eventually(t *testing.T, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
