@@ -55,7 +55,7 @@ func newEnv(t *testing.T, mutate func(*webhook.Config)) *env {
 		t.Fatal(err)
 	}
 	cfg := webhook.Config{
-		Blocks: &webhook.BlocksConfig{Lister: lister, Preflight: consumer.Guardrails{}.Preflight},
+		Blocks:         &webhook.BlocksConfig{Lister: lister, Preflight: consumer.Guardrails{}.Preflight},
 		Publisher:      b.JetStream(),
 		Ready:          b,
 		Connected:      b.Conn().IsConnected,
