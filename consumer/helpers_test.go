@@ -21,7 +21,7 @@ import (
 // rig is a provisioned embedded NATS with helpers to feed the pipeline and
 // read what it did.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *natstest.Server
 	b      *broker.Broker
 	js     jetstream.JetStream
@@ -30,13 +30,13 @@ type rig struct {
 	nextID int
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	srv := natstest.Start(t)
 	return openRig(t, srv)
 }
 
-func openRig(t *testing.T, srv *natstest.Server) *rig {
+func openRig(t testing.TB, srv *natstest.Server) *rig {
 	t.Helper()
 	ctx := context.Background()
 	b, err := broker.Open(ctx, broker.Config{URL: srv.URL()})
@@ -180,7 +180,7 @@ func (r *rig) audits() []schemas.AuditRecord {
 	return readStream[schemas.AuditRecord](r.t, r.js, r.names.AuditStream)
 }
 
-func readStream[T any](t *testing.T, js jetstream.JetStream, stream string) []T {
+func readStream[T any](t testing.TB, js jetstream.JetStream, stream string) []T {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -219,7 +219,7 @@ func readStream[T any](t *testing.T, js jetstream.JetStream, stream string) []T 
 	return out
 }
 
-func eventually(t *testing.T, within time.Duration, check func() error) {
+func eventually(t testing.TB, within time.Duration, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -234,7 +234,7 @@ func eventually(t *testing.T, within time.Duration, check func() error) {
 	}
 }
 
-func mustKey(t *testing.T, p schemas.KeyParts) string {
+func mustKey(t testing.TB, p schemas.KeyParts) string {
 	t.Helper()
 	k, err := schemas.BlockKey(p)
 	if err != nil {
@@ -266,7 +266,7 @@ func (r *rig) serverTTL(key string) time.Duration {
 	return d
 }
 
-func mustJSON(t *testing.T, v any) []byte {
+func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	data, err := json.Marshal(v)
 	if err != nil {

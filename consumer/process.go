@@ -42,12 +42,15 @@ func (c *Consumer) process(ctx context.Context, subject string, h nats.Header, d
 		ev.expiresAt = c.cfg.Now().Add(d).UTC().Truncate(0)
 	}
 
+	// Translate and guard every entity first; refusals are recorded and
+	// never stop the rest. Two spellings of one attacker are one block.
 	var (
-		mu   sync.Mutex
-		seen = make(map[string]bool, len(inc.Entities))
-		g    errgroup.Group
+		mu      sync.Mutex
+		seen    = make(map[string]bool, len(inc.Entities))
+		targets []target
+		recs    []schemas.AuditRecord
+		idx     []int
 	)
-	g.SetLimit(c.cfg.Parallel)
 	for i, e := range inc.Entities {
 		t, err := translate(e, inc.Scope)
 		if err == nil && !unblock {
@@ -60,27 +63,56 @@ func (c *Consumer) process(ctx context.Context, subject string, h nats.Header, d
 			}
 			continue
 		}
-		// Two spellings of one attacker in one incident are one block.
 		if seen[t.key] {
 			continue
 		}
 		seen[t.key] = true
+		targets, recs, idx = append(targets, t), append(recs, rec), append(idx, i)
+	}
+
+	record := func(j int, o outcome, err error) error {
+		if err != nil {
+			return c.recordRefusal(&mu, &audits, seq, idx[j], recs[j], err)
+		}
+		rec := recs[j]
+		rec.Action, rec.Detail = o.action, o.detail
+		c.m.blocks.WithLabelValues(string(o.action), string(targets[j].parts.Kind)).Inc()
+		mu.Lock()
+		defer mu.Unlock()
+		return c.audit.publish(&audits, entityMsgID(seq, idx[j]), rec)
+	}
+	// New blocks go in one batch; what exists already (or is at the ceiling)
+	// takes the careful path, one key at a time, a few in parallel.
+	var slow []int
+	if unblock {
+		slow = make([]int, len(targets))
+		for j := range targets {
+			slow[j] = j
+		}
+	} else {
+		outs, errs := c.store.createAll(ctx, targets, ev)
+		for j := range targets {
+			if errors.Is(errs[j], errConflict) {
+				slow = append(slow, j)
+				continue
+			}
+			if err := record(j, outs[j], errs[j]); err != nil {
+				return err
+			}
+		}
+	}
+	var g errgroup.Group
+	g.SetLimit(c.cfg.Parallel)
+	for _, j := range slow {
 		g.Go(func() error {
 			var o outcome
 			var err error
 			if unblock {
-				o, err = c.store.unblock(ctx, t)
+				o, err = c.store.unblock(ctx, targets[j])
 			} else {
-				o, err = c.store.block(ctx, t, ev)
+				o, err = c.store.block(ctx, targets[j], ev)
 			}
-			if err != nil {
-				return c.recordRefusal(&mu, &audits, seq, i, rec, err)
-			}
-			rec.Action, rec.Detail = o.action, o.detail
-			c.m.blocks.WithLabelValues(string(o.action), string(t.parts.Kind)).Inc()
-			mu.Lock()
-			defer mu.Unlock()
-			return c.audit.publish(&audits, entityMsgID(seq, i), rec)
+			return record(j, o, err)
 		})
 	}
 	if err := g.Wait(); err != nil {
