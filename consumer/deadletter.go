@@ -74,10 +74,6 @@ func (c *Consumer) watchMaxDeliveries(ctx context.Context) error {
 		return fmt.Errorf("subscribe to max-deliveries advisories: %w", err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	stream, err := c.cfg.JS.Stream(ctx, c.names.IncidentStream)
-	if err != nil {
-		return fmt.Errorf("open stream %s: %w", c.names.IncidentStream, err)
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -88,7 +84,7 @@ func (c *Consumer) watchMaxDeliveries(ctx context.Context) error {
 				c.log.Warn().Err(err).Msg("unreadable max-deliveries advisory")
 				continue
 			}
-			raw, err := stream.GetMsg(ctx, adv.StreamSeq)
+			raw, err := c.getIncident(ctx, adv.StreamSeq)
 			if err != nil {
 				c.log.Error().Err(err).Uint64("seq", adv.StreamSeq).Msg("read incident for dead letter")
 				continue
@@ -99,4 +95,12 @@ func (c *Consumer) watchMaxDeliveries(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+func (c *Consumer) getIncident(ctx context.Context, seq uint64) (*jetstream.RawStreamMsg, error) {
+	stream, err := c.cfg.JS.Stream(ctx, c.names.IncidentStream)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", c.names.IncidentStream, err)
+	}
+	return stream.GetMsg(ctx, seq)
 }

@@ -20,15 +20,24 @@ const expiryDurable = "blockwire-expiry"
 // forgot because its TTL passed (a marker with Nats-Marker-Reason: MaxAge).
 func (c *Consumer) watchExpiries(ctx context.Context) error {
 	stream := "KV_" + c.names.BlocksBucket
-	cons, err := c.cfg.JS.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		Durable:       expiryDurable,
-		Description:   "blockwire: audit block expiries",
-		AckPolicy:     jetstream.AckNonePolicy, // markers are deduplicated by id; a lost one costs a record, not a block
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-		HeadersOnly:   true, // values are not needed, only the marker header
-	})
-	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", expiryDurable, err)
+	var cons jetstream.Consumer
+	for {
+		var err error
+		cons, err = c.cfg.JS.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+			Durable:       expiryDurable,
+			Description:   "blockwire: audit block expiries",
+			AckPolicy:     jetstream.AckNonePolicy, // markers are deduplicated by id; a lost one costs a record, not a block
+			DeliverPolicy: jetstream.DeliverNewPolicy,
+			HeadersOnly:   true, // values are not needed, only the marker header
+		})
+		if err == nil {
+			break
+		}
+		// Expiry records are a side duty: retry rather than stop the pipeline.
+		c.log.Warn().Err(err).Str("stream", stream).Msg("create expiry consumer, retrying")
+		if sleep(ctx, 5*time.Second); ctx.Err() != nil {
+			return nil
+		}
 	}
 	prefix := "$KV." + c.names.BlocksBucket + "."
 	cc, err := cons.Consume(func(m jetstream.Msg) {

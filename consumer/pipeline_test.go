@@ -184,3 +184,33 @@ func TestUnblockIsNotReportedAsExpiry(t *testing.T) {
 		t.Fatalf("%d expired records after an unblock, want 0", n)
 	}
 }
+
+// TestMaxDeliveriesAreDeadLettered: an incident that fails on every delivery
+// (here: the bucket is gone) lands in the dead letters once JetStream gives
+// up on it, announced by the max-deliveries advisory.
+func TestMaxDeliveriesAreDeadLettered(t *testing.T) {
+	r := newRig(t)
+	c := r.newConsumer(func(c *Config) { c.MaxDeliver = 2 })
+	if err := r.js.DeleteKeyValue(t.Context(), r.names.BlocksBucket); err != nil {
+		t.Fatal(err)
+	}
+	r.run(c)
+	seq := r.publish(r.incident([]schemas.Entity{{Type: "ip", Value: "192.0.2.77"}}, nil))
+	s, err := r.js.Stream(t.Context(), r.names.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		m, err := s.GetLastMsgForSubject(t.Context(), r.names.DLQSubject+"."+DLQMaxDeliveries)
+		if err != nil {
+			return err
+		}
+		if got := m.Header.Get(HeaderDLQOriginalSeq); got != strconv.FormatUint(seq, 10) {
+			return fmt.Errorf("dead letter of seq %s, want %d", got, seq)
+		}
+		return nil
+	})
+	if recs := auditFor(r.audits(), seq); len(recs) != 1 || recs[0].Action != schemas.ActionDeadLetter {
+		t.Fatalf("audit %+v, want one dead_letter", recs)
+	}
+}
