@@ -18,7 +18,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/blockwire/blockwire/broker"
-	"github.com/blockwire/blockwire/schemas"
 )
 
 // Config configures the consumer. JS, Conn and Registry are required.
@@ -189,7 +188,7 @@ func (c *Consumer) handle(ctx context.Context, m jetstream.Msg) {
 	// Finish an incident in hand even while shutting down, within AckWait.
 	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.AckWait)
 	defer cancel()
-	err = c.process(work, m.Subject(), m.Headers(), m.Data(), meta.Sequence.Stream)
+	err = c.process(work, m.Headers(), m.Data(), meta.Sequence.Stream, meta.Timestamp)
 	var poison *poisonError
 	switch {
 	case err == nil:
@@ -225,15 +224,3 @@ func backoff(delivered uint64) time.Duration {
 type poisonError struct{ reason, detail string }
 
 func (e *poisonError) Error() string { return e.reason + ": " + e.detail }
-
-// sourceOf says who produced an incident message, from the header the
-// webhook and the manual API set; anything else came straight over NATS.
-func sourceOf(h nats.Header) schemas.Source {
-	switch schemas.Source(h.Get(schemas.HeaderSource)) {
-	case schemas.SourceWebhook:
-		return schemas.SourceWebhook
-	case schemas.SourceManual:
-		return schemas.SourceManual
-	}
-	return schemas.SourceNATS
-}

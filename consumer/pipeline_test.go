@@ -57,12 +57,12 @@ func TestRedeliveryAfterCrash(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			_, err = c.store.block(ctx, tgt, event{seq: seq, incident: &inc, source: schemas.SourceWebhook, expiresAt: time.Now().Add(time.Hour)})
+			_, err = c.store.block(ctx, tgt, event{seq: seq, incident: &inc, source: schemas.SourceWebhook, at: time.Now(), expiresAt: time.Now().Add(time.Hour)})
 			return err
 		}},
 		{"after the audit, before the ack", func(ctx context.Context, c *Consumer, seq uint64, inc schemas.Incident) error {
 			data := mustJSON(t, inc)
-			return c.process(ctx, "noname.incidents.webhook", nil, data, seq)
+			return c.process(ctx, natsMsg("x", nil).Header, data, seq, time.Now())
 		}},
 	}
 	for _, tt := range tests {

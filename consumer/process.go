@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
@@ -12,62 +13,43 @@ import (
 	"github.com/blockwire/blockwire/schemas"
 )
 
-// process applies one incident message. It is idempotent: a redelivery
-// finds its own writes (the block remembers the event sequence that made
-// it) and its audit records deduplicated, so effects happen once.
-func (c *Consumer) process(ctx context.Context, subject string, h nats.Header, data []byte, seq uint64) error {
+// process applies one incident message, stored at seq at time at. It is
+// idempotent: a redelivery finds its own writes (the block remembers the
+// event sequence that made it) and its audit records deduplicated, so
+// effects happen once.
+func (c *Consumer) process(ctx context.Context, h nats.Header, data []byte, seq uint64, at time.Time) error {
 	inc, err := schemas.ParseIncident(data)
 	if err != nil {
 		return &poisonError{reason: "invalid", detail: err.Error()}
 	}
-	src := sourceOf(h)
-	actor := "" // the auditor's default: this process
-	if a := h.Get(schemas.HeaderActor); src == schemas.SourceManual && a != "" {
-		actor = "manual:" + a // the operator the manual API named
-	}
+	p := makePlan(&c.cfg.Guardrails, inc, h, at, c.cfg.Now())
 	var audits pending
 	if err := c.audit.publish(&audits, acceptedMsgID(seq), schemas.AuditRecord{
-		Action: schemas.ActionAccepted, IncidentID: inc.ID, EventSeq: seq, Actor: actor,
-		Detail: fmt.Sprintf("%s from %s with %d entities", inc.EffectiveType(), src, len(inc.Entities)),
+		Action: schemas.ActionAccepted, IncidentID: inc.ID, EventSeq: seq, Actor: p.actor,
+		Detail: fmt.Sprintf("%s from %s with %d entities", inc.EffectiveType(), p.source, len(inc.Entities)),
 	}); err != nil {
 		return err
 	}
+	unblock := p.unblock
+	ev := event{seq: seq, incident: inc, source: p.source, at: p.at, expiresAt: p.expiresAt}
 
-	unblock := inc.EffectiveType() == schemas.TypeUnblock
-	ev := event{seq: seq, incident: inc, source: src}
-	durErr := error(nil)
-	if !unblock {
-		d, err := c.cfg.Guardrails.duration(inc.DurationSeconds)
-		durErr = err
-		ev.expiresAt = c.cfg.Now().Add(d).UTC().Truncate(0)
-	}
-
-	// Translate and guard every entity first; refusals are recorded and
-	// never stop the rest. Two spellings of one attacker are one block.
 	var (
 		mu      sync.Mutex
-		seen    = make(map[string]bool, len(inc.Entities))
 		targets []target
 		recs    []schemas.AuditRecord
 		idx     []int
 	)
-	for i, e := range inc.Entities {
-		t, err := translate(e, inc.Scope)
-		if err == nil && !unblock {
-			err = cmpErr(durErr, c.cfg.Guardrails.checkAddress(t))
-		}
-		rec := schemas.AuditRecord{IncidentID: inc.ID, EventSeq: seq, Kind: e.Type, BlockKey: t.key, Actor: actor}
-		if err != nil {
-			if err := c.recordRefusal(&mu, &audits, seq, i, rec, err); err != nil {
+	for _, s := range p.steps {
+		rec := schemas.AuditRecord{IncidentID: inc.ID, EventSeq: seq, Kind: s.kind, BlockKey: s.t.key, Actor: p.actor}
+		if s.err != nil {
+			if err := c.recordRefusal(&mu, &audits, seq, s.entity, rec, s.err); err != nil {
 				return err
 			}
 			continue
 		}
-		if seen[t.key] {
-			continue
+		if !s.dup {
+			targets, recs, idx = append(targets, s.t), append(recs, rec), append(idx, s.entity)
 		}
-		seen[t.key] = true
-		targets, recs, idx = append(targets, t), append(recs, rec), append(idx, i)
 	}
 
 	record := func(j int, o outcome, err error) error {
@@ -134,13 +116,4 @@ func (c *Consumer) recordRefusal(mu *sync.Mutex, audits *pending, seq uint64, i 
 	mu.Lock()
 	defer mu.Unlock()
 	return c.audit.publish(audits, entityMsgID(seq, i), rec)
-}
-
-func cmpErr(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -45,6 +45,7 @@ type event struct {
 	seq       uint64 // stream sequence of the incident
 	incident  *schemas.Incident
 	source    schemas.Source
+	at        time.Time // when the incident was stored: the block's createdAt
 	expiresAt time.Time
 }
 
@@ -134,7 +135,7 @@ func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, erro
 
 func (s *store) newBlock(t target, ev event) schemas.Block {
 	b := t.block
-	b.CreatedAt = s.now().UTC()
+	b.CreatedAt = ev.at
 	b.ExpiresAt = ev.expiresAt
 	b.IncidentID = ev.incident.ID
 	b.IncidentIDs = []string{ev.incident.ID}
