@@ -1,0 +1,348 @@
+package enforcer
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
+	"unsafe"
+
+	"github.com/blockwire/blockwire/schemas"
+)
+
+// maxHeaders is the most header lines Kong returns (kong.request.get_headers refuses more).
+// A request with that many lines may have more, hidden past the limit.
+const maxHeaders = 1000
+
+// knownHeaders are the names nginx keeps in its hashed headers_in: Kong's get_header finds
+// them whatever their position, so they can be read again when get_headers was truncated.
+// Any other header past the limit is invisible to every PDK call.
+var knownHeaders = map[string]bool{"cookie": true, "authorization": true}
+
+// Reasons a request is refused, as they appear in response bodies, logs and metrics.
+const (
+	reasonBlocked        = "blocked"
+	reasonTooManyHeaders = "too_many_headers"
+	reasonNotSynced      = "not_synced"
+	reasonInternal       = "internal_error"
+	reasonMisconfigured  = "misconfigured"
+)
+
+// verdict is the outcome of matching one request.
+type verdict struct {
+	blocked bool
+	kind    schemas.EntityType // what matched
+	reason  string
+}
+
+func blockedBy(kind schemas.EntityType) verdict {
+	return verdict{blocked: true, kind: kind, reason: reasonBlocked}
+}
+
+// candidate is a match on a key that has scoped blocks: it blocks only if the request's
+// service or route is in scope, which costs a router call to learn.
+type candidate struct {
+	set  *scopeSet
+	kind schemas.EntityType
+}
+
+// matcher evaluates one request against one index. It lives on the stack of the handler.
+type matcher struct {
+	x     *index
+	p     *plan
+	now   int64 // Unix ms, read once per request
+	cands []candidate
+	buf   [4]candidate
+}
+
+// note records r's outcome for kind: true when r blocks outright.
+func (m *matcher) note(r rule, kind schemas.EntityType) bool {
+	if r.blocks(m.now) {
+		return true
+	}
+	if r.candidates(m.now) {
+		if m.cands == nil {
+			m.cands = m.buf[:0]
+		}
+		m.cands = append(m.cands, candidate{set: r.scoped, kind: kind})
+	}
+	return false
+}
+
+// evaluate matches the request, asking Kong only what the plan needs, in order of cost and
+// likelihood: the address first, then headers (one call for every header-borne kind), the
+// query string, the consumer, and the router only for scoped blocks that matched.
+func (m *matcher) evaluate(r request, known scopeIDs) (verdict, error) {
+	p := m.p
+	if p.ip {
+		s, err := r.ForwardedIP()
+		if err != nil {
+			return verdict{}, fmt.Errorf("get forwarded ip: %w", err)
+		}
+		checkTestPanic(s)
+		if a, err := netip.ParseAddr(s); err == nil {
+			if v, ok := m.matchAddr(a); ok {
+				return v, nil
+			}
+		}
+	}
+	if p.needHeaders() {
+		if v, err := m.matchHeaders(r); err != nil || v.blocked {
+			return v, err
+		}
+	}
+	if len(p.query) > 0 {
+		raw, err := r.RawQuery()
+		if err != nil {
+			return verdict{}, fmt.Errorf("get raw query: %w", err)
+		}
+		if m.matchQuery(raw) {
+			return blockedBy(schemas.EntityQuery), nil
+		}
+	}
+	if p.consumer {
+		id, username, err := r.Consumer()
+		if err != nil {
+			return verdict{}, fmt.Errorf("get consumer: %w", err)
+		}
+		if m.matchConsumer(id, username) {
+			return blockedBy(schemas.EntityConsumer), nil
+		}
+	}
+	if len(m.cands) > 0 {
+		return m.matchScoped(r, known)
+	}
+	return verdict{}, nil
+}
+
+// matchAddr looks a up among exact addresses and ranges.
+func (m *matcher) matchAddr(a netip.Addr) (verdict, bool) {
+	a = a.Unmap().WithZone("")
+	if r, ok := m.x.lookupAddr(a); ok && m.note(r, schemas.EntityIP) {
+		return blockedBy(schemas.EntityIP), true
+	}
+	t := m.x.ranges.Load()
+	r, ok := t.Lookup(a)
+	if !ok {
+		return verdict{}, false
+	}
+	if r.blocks(m.now) {
+		return blockedBy(schemas.EntityCIDR), true
+	}
+	// The longest match is scoped or expired (and not swept yet): a shorter prefix may
+	// still block. Rare, so the iterator's allocation does not matter.
+	for _, r := range t.Supernets(netip.PrefixFrom(a, a.BitLen())) {
+		if m.note(r, schemas.EntityCIDR) {
+			return blockedBy(schemas.EntityCIDR), true
+		}
+	}
+	return verdict{}, false
+}
+
+// matchHeaders reads the headers once and checks header, cookie and JWT blocks.
+func (m *matcher) matchHeaders(r request) (verdict, error) {
+	hs, err := r.Headers(maxHeaders)
+	if err != nil {
+		return verdict{}, fmt.Errorf("get headers: %w", err)
+	}
+	lines := 0
+	for _, vs := range hs {
+		lines += len(vs)
+	}
+	truncated := lines >= maxHeaders
+	p := m.p
+	// values returns a header's values, reading it again when get_headers may have cut it
+	// off; ok is false when it is beyond every limit Kong lets a plugin see.
+	values := func(name string) ([]string, bool, error) {
+		vs, found := hs[name]
+		if found || !truncated {
+			return vs, true, nil
+		}
+		if !knownHeaders[name] {
+			return nil, false, nil
+		}
+		v, err := r.Header(name)
+		if err != nil || v == "" {
+			return nil, true, err
+		}
+		return []string{v}, true, nil
+	}
+	for _, ref := range p.headers {
+		vs, ok, err := values(ref.name)
+		if err != nil {
+			return verdict{}, fmt.Errorf("get header: %w", err)
+		}
+		if !ok {
+			// An attacker may have pushed a blocked header past the limit: a request with a
+			// thousand header lines is not one a client sends by accident.
+			return verdict{blocked: true, kind: schemas.EntityHeader, reason: reasonTooManyHeaders}, nil
+		}
+		for _, v := range vs {
+			if m.matchHash(ref.id, v, schemas.EntityHeader) {
+				return blockedBy(schemas.EntityHeader), nil
+			}
+		}
+	}
+	if len(p.cookies) > 0 {
+		vs, _, err := values("cookie")
+		if err != nil {
+			return verdict{}, fmt.Errorf("get cookie header: %w", err)
+		}
+		for _, v := range vs {
+			if m.matchCookies(v) {
+				return blockedBy(schemas.EntityCookie), nil
+			}
+		}
+	}
+	if p.token || len(p.claims) > 0 {
+		vs, _, err := values("authorization")
+		if err != nil {
+			return verdict{}, fmt.Errorf("get authorization header: %w", err)
+		}
+		for _, v := range vs {
+			if m.matchToken(bearerToken(v)) {
+				return blockedBy(schemas.EntityJWT), nil
+			}
+		}
+	}
+	return verdict{}, nil
+}
+
+// matchHash looks up the SHA-256 of v in namespace ns.
+func (m *matcher) matchHash(ns uint32, v string, kind schemas.EntityType) bool {
+	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(v), len(v))) // read only: no copy needed
+	r, ok := m.x.lookupHash(ns, &h)
+	return ok && m.note(r, kind)
+}
+
+// matchCookies checks every cookie of one Cookie header that has blocks under its name.
+func (m *matcher) matchCookies(header string) bool {
+	blocked := false
+	eachPair(header, ';', true, func(name, value string) bool {
+		ns, ok := m.p.cookies[name]
+		if !ok {
+			return true
+		}
+		if m.matchHash(ns, value, schemas.EntityCookie) {
+			blocked = true
+			return false
+		}
+		// A quoted cookie value ("v") may have been reported with or without its quotes.
+		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' &&
+			m.matchHash(ns, value[1:len(value)-1], schemas.EntityCookie) {
+			blocked = true
+			return false
+		}
+		return true
+	})
+	return blocked
+}
+
+// matchQuery checks every query argument that has blocks under its name, decoded as Kong
+// decodes it, and also as sent when the two differ.
+func (m *matcher) matchQuery(raw string) bool {
+	blocked := false
+	eachPair(raw, '&', false, func(rawName, rawValue string) bool {
+		name := queryUnescape(rawName)
+		ns, ok := m.p.query[name]
+		if !ok {
+			return true
+		}
+		value := queryUnescape(rawValue)
+		if m.matchHash(ns, value, schemas.EntityQuery) ||
+			(value != rawValue && m.matchHash(ns, rawValue, schemas.EntityQuery)) {
+			blocked = true
+			return false
+		}
+		return true
+	})
+	return blocked
+}
+
+// matchToken checks a bearer token against whole-token and claim blocks.
+func (m *matcher) matchToken(tok string) bool {
+	if tok == "" {
+		return false
+	}
+	if m.p.token && m.matchHash(nsToken, tok, schemas.EntityJWT) {
+		return true
+	}
+	if len(m.p.claims) == 0 {
+		return false
+	}
+	return m.matchClaims(tok)
+}
+
+func (m *matcher) matchConsumer(id, username string) bool {
+	for _, v := range [2]string{id, username} {
+		if v == "" {
+			continue
+		}
+		if r, ok := m.x.lookupStr(nsConsumer, v); ok && m.note(r, schemas.EntityConsumer) {
+			return true
+		}
+	}
+	return false
+}
+
+// scopeIDs are the service and route a plugin instance is bound to (Kong's service_id and
+// route_id in the instance config): when set, a block naming that id needs no router call.
+type scopeIDs struct {
+	serviceID, routeID string
+}
+
+// matchScoped decides the candidates, fetching the service and the route only when a
+// candidate's scope needs them.
+func (m *matcher) matchScoped(r request, known scopeIDs) (verdict, error) {
+	var (
+		svcID, svcName, routeID, routeName string
+		haveSvc, haveRoute                 bool
+	)
+	inService := func(s string) (bool, error) {
+		if s == "" || s == known.serviceID {
+			return true, nil
+		}
+		if !haveSvc {
+			var err error
+			if svcID, svcName, err = r.Service(); err != nil {
+				return false, fmt.Errorf("get service: %w", err)
+			}
+			haveSvc = true
+		}
+		return s == svcID || s == svcName, nil
+	}
+	inRoute := func(s string) (bool, error) {
+		if s == "" || s == known.routeID {
+			return true, nil
+		}
+		if !haveRoute {
+			var err error
+			if routeID, routeName, err = r.Route(); err != nil {
+				return false, fmt.Errorf("get route: %w", err)
+			}
+			haveRoute = true
+		}
+		return s == routeID || s == routeName, nil
+	}
+	for _, c := range m.cands {
+		for _, s := range c.set.rules {
+			if s.exp <= m.now {
+				continue
+			}
+			okSvc, err := inService(s.service)
+			if err != nil {
+				return verdict{}, err
+			}
+			if !okSvc {
+				continue
+			}
+			okRoute, err := inRoute(s.route)
+			if err != nil {
+				return verdict{}, err
+			}
+			if okRoute {
+				return blockedBy(c.kind), nil
+			}
+		}
+	}
+	return verdict{}, nil
+}

@@ -1,0 +1,331 @@
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// maxBatch bounds how many watch entries one index change applies: under a burst, one
+// copy of a shard serves many entries; alone, an entry is applied at once.
+const maxBatch = 4096
+
+// mirrorConfig configures one mirror of a bucket.
+type mirrorConfig struct {
+	loc           location
+	snapshotPath  string        // "" = no snapshot
+	snapshotEvery time.Duration // how often a changed index is written
+	// rewatchAfter is the outage after which the watch starts over and reconciles. Shorter
+	// outages resume where they stopped: the deletes and expiries of the gap are still in the
+	// bucket as markers (they live broker.BlockMarkerTTL).
+	rewatchAfter time.Duration
+	sweepEvery   time.Duration
+	log          zerolog.Logger
+}
+
+// Mirror keeps one in-memory index of a bucket current: one NATS connection and one KV
+// watch, shared by every plugin instance that reads that bucket.
+type Mirror struct {
+	cfg     mirrorConfig
+	started time.Time
+
+	cur         atomic.Pointer[index] // nil until the snapshot or the bucket gave a block list
+	nc          atomic.Pointer[nats.Conn]
+	synced      atomic.Bool   // the current watch delivered the bucket's whole state
+	everSynced  atomic.Bool   // the index came from the bucket at least once
+	knownAt     atomic.Int64  // Unix ms: when the index was last known to match the bucket
+	lastChange  atomic.Int64  // Unix ms of the last change applied
+	snapshotAt  atomic.Int64  // Unix ms of the last snapshot written or loaded; 0 never
+	version     atomic.Uint64 // bumped by every change; the snapshot is written when it moved
+	snapVersion atomic.Uint64
+	invalid     atomic.Int64 // entries that could not be indexed
+	discAt      atomic.Int64 // Unix ms of the last disconnect
+
+	rewatch chan struct{}
+	done    chan struct{}
+}
+
+func newMirror(cfg mirrorConfig) *Mirror {
+	return &Mirror{cfg: cfg, started: time.Now(), rewatch: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+// current is the index requests use; nil before the first block list.
+func (m *Mirror) current() *index { return m.cur.Load() }
+
+// MirrorStatus is a mirror's state for metrics and logs.
+type MirrorStatus struct {
+	Synced        bool
+	Connected     bool
+	Entries       int64
+	ByKind        [nKinds]int64
+	Staleness     time.Duration // 0 while synced and connected
+	LastUpdateAge time.Duration
+	SnapshotAge   time.Duration // -1 when no snapshot was written or loaded
+	Invalid       int64
+}
+
+// Status reports the mirror's state at now.
+func (m *Mirror) Status(now time.Time) MirrorStatus {
+	nowMs := now.UnixMilli()
+	st := MirrorStatus{SnapshotAge: -1, Invalid: m.invalid.Load()}
+	if nc := m.nc.Load(); nc != nil {
+		st.Connected = nc.IsConnected()
+	}
+	st.Synced = m.synced.Load() && st.Connected
+	if x := m.cur.Load(); x != nil {
+		for i := range st.ByKind {
+			st.ByKind[i] = x.counts[i].Load()
+			st.Entries += st.ByKind[i]
+		}
+	}
+	age := func(ms int64) time.Duration { return time.Duration(nowMs-ms) * time.Millisecond }
+	switch known := m.knownAt.Load(); {
+	case st.Synced:
+	case known == 0:
+		st.Staleness = now.Sub(m.started)
+	default:
+		st.Staleness = age(known)
+	}
+	if lc := m.lastChange.Load(); lc != 0 {
+		st.LastUpdateAge = age(lc)
+	} else {
+		st.LastUpdateAge = now.Sub(m.started)
+	}
+	if sa := m.snapshotAt.Load(); sa != 0 {
+		st.SnapshotAge = age(sa)
+	}
+	return st
+}
+
+// run keeps the mirror current until ctx ends, then writes a last snapshot.
+func (m *Mirror) run(ctx context.Context) {
+	defer close(m.done)
+	if m.cfg.snapshotPath != "" {
+		m.loadSnapshot()
+	}
+	nc, err := m.connect()
+	if err != nil {
+		// Only a bad option (an unreadable creds file) fails here: an unreachable server is
+		// retried in the background. Keep serving the snapshot, if any.
+		m.cfg.log.Error().Err(err).Msg("cannot connect to nats; enforcing the snapshot only")
+		<-ctx.Done()
+		return
+	}
+	m.nc.Store(nc)
+	snapDone := make(chan struct{})
+	go func() {
+		defer close(snapDone)
+		m.snapshotLoop(ctx)
+	}()
+	m.syncLoop(ctx, nc)
+	<-snapDone
+	m.writeSnapshot(true)
+	nc.Close()
+}
+
+func (m *Mirror) connect() (*nats.Conn, error) {
+	log := m.cfg.log
+	opts := []nats.Option{
+		nats.Name("noname-prevention"),
+		nats.RetryOnFailedConnect(true), // start (and enforce the snapshot) while NATS is down
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		// Jitter so a fleet of Kong nodes does not reconnect in lockstep.
+		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
+		nats.Timeout(5 * time.Second),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("server_version", nc.ConnectedServerVersion()).Msg("connected to nats")
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			now := time.Now().UnixMilli()
+			m.discAt.Store(now)
+			if m.synced.Load() {
+				m.knownAt.Store(now)
+			}
+			if err != nil {
+				log.Warn().Err(err).Msg("nats disconnected; enforcing the last known blocks")
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			gap := time.Since(time.UnixMilli(m.discAt.Load()))
+			log.Info().Dur("outage", gap).Msg("nats reconnected")
+			if gap > m.cfg.rewatchAfter {
+				select {
+				case m.rewatch <- struct{}{}:
+				default:
+				}
+			}
+		}),
+	}
+	if m.cfg.loc.creds != "" {
+		opts = append(opts, nats.UserCredentials(m.cfg.loc.creds))
+	}
+	nc, err := nats.Connect(m.cfg.loc.url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", redactURL(m.cfg.loc.url), err)
+	}
+	return nc, nil
+}
+
+// syncLoop binds the bucket and watches it, starting over after a failure or a long outage.
+func (m *Mirror) syncLoop(ctx context.Context, nc *nats.Conn) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		m.cfg.log.Error().Err(err).Msg("open jetstream")
+		<-ctx.Done()
+		return
+	}
+	delay := 100 * time.Millisecond
+	var lastWarn time.Time
+	for ctx.Err() == nil {
+		err := m.bindAndWatch(ctx, js)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			delay = 100 * time.Millisecond
+			continue
+		}
+		if time.Since(lastWarn) > 30*time.Second {
+			m.cfg.log.Warn().Err(err).Msg("watching the blocks bucket failed; retrying")
+			lastWarn = time.Now()
+		}
+		sleepCtx(ctx, delay)
+		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+func (m *Mirror) bindAndWatch(ctx context.Context, js jetstream.JetStream) error {
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	kv, err := js.KeyValue(bctx, m.cfg.loc.bucket)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("bind bucket %s: %w", m.cfg.loc.bucket, err)
+	}
+	return m.watch(ctx, kv)
+}
+
+var errWatchClosed = errors.New("kv watcher stopped")
+
+// watch builds a fresh index from the bucket's current state, swaps it in when the watch's
+// initial values are complete (the nil marker), and then applies live changes to it. The
+// swap is the reconcile: a block deleted while this process was away, and still in its
+// snapshot, is simply not in the new index. Until the swap, requests keep using the
+// previous index (the snapshot, or the last watch's).
+func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
+	start := time.Now()
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch bucket: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	m.synced.Store(false)
+	wr := newWriter()
+	building := true
+	sweep := time.NewTicker(m.cfg.sweepEvery)
+	defer sweep.Stop()
+	updates := w.Updates()
+	ops := make([]op, 0, 64)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.rewatch:
+			m.cfg.log.Info().Msg("long nats outage: reloading the bucket to reconcile")
+			return nil
+		case <-sweep.C:
+			if !building {
+				wr.sweep(time.Now().UnixMilli())
+			}
+		case e, ok := <-updates:
+			if !ok {
+				return errWatchClosed
+			}
+			ops = ops[:0]
+			marker, closed := m.collect(e, updates, &ops)
+			now := time.Now().UnixMilli()
+			if len(ops) > 0 {
+				if err := wr.apply(ops, now); err != nil {
+					m.invalid.Add(1)
+					m.cfg.log.Warn().Err(err).Msg("skipped blocks that cannot be indexed")
+				}
+				m.version.Add(1)
+				m.lastChange.Store(now)
+			}
+			if marker && building {
+				building = false
+				wr.published()
+				m.cur.Store(wr.idx)
+				m.synced.Store(true)
+				m.everSynced.Store(true)
+				m.knownAt.Store(now)
+				m.version.Add(1)
+				m.cfg.log.Info().Int64("entries", wr.idx.entries()).Dur("took", time.Since(start)).
+					Msg("block list synced from the bucket")
+			}
+			if closed {
+				return errWatchClosed
+			}
+		}
+	}
+}
+
+// collect turns e and whatever else is already waiting into ops, up to maxBatch, stopping
+// after the initial-values marker so that the swap happens exactly there.
+func (m *Mirror) collect(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry, ops *[]op) (marker, closed bool) {
+	for {
+		if e == nil {
+			return true, false
+		}
+		if o, err := entryOp(e); err != nil {
+			m.invalid.Add(1)
+			m.cfg.log.Warn().Err(err).Str("key", e.Key()).Msg("skipped a bucket entry")
+		} else {
+			*ops = append(*ops, o)
+		}
+		if len(*ops) >= maxBatch {
+			return false, false
+		}
+		var ok bool
+		select {
+		case e, ok = <-updates:
+			if !ok {
+				return false, true
+			}
+		default:
+			return false, false
+		}
+	}
+}
+
+// snapshotLoop writes the index when it changed, every snapshotEvery.
+func (m *Mirror) snapshotLoop(ctx context.Context) {
+	if m.cfg.snapshotPath == "" {
+		return
+	}
+	t := time.NewTicker(m.cfg.snapshotEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.writeSnapshot(false)
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
