@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blockwire/blockwire/broker"
 	"github.com/blockwire/blockwire/schemas"
 )
 
@@ -57,47 +58,37 @@ func (l *Lister) List(ctx context.Context, kind schemas.EntityType, limit int) (
 		}
 		filter = "$KV." + l.bucket + "." + string(kind) + ".>"
 	}
-	cons, err := l.js.OrderedConsumer(ctx, "KV_"+l.bucket, jetstream.OrderedConsumerConfig{
+	now := l.now()
+	err = broker.Scan(ctx, l.js, "KV_"+l.bucket, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	}, func(m jetstream.Msg, _, _ uint64) error {
+		key, b, ok := l.decode(m)
+		if !ok || !b.ExpiresAt.After(now) {
+			return nil
+		}
+		if len(blocks) == limit {
+			truncated = true
+			return broker.ErrStopScan
+		}
+		blocks = append(blocks, ActiveBlock{Key: key, Block: b})
+		return nil
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("list blocks: %w", err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("list blocks: %w", err)
+	return blocks, truncated, nil
+}
+
+// decode reads a bucket message: false for removal and expiry markers and
+// for values that are not blocks.
+func (l *Lister) decode(m jetstream.Msg) (string, schemas.Block, bool) {
+	var b schemas.Block
+	if m.Headers().Get("KV-Operation") != "" || m.Headers().Get(jetstream.MarkerReasonHeader) != "" {
+		return "", b, false
 	}
-	remaining := info.NumPending
-	prefix := len("$KV." + l.bucket + ".")
-	now := l.now()
-	for remaining > 0 {
-		batch, err := cons.Fetch(int(min(remaining, 500)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return nil, false, fmt.Errorf("list blocks: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			remaining--
-			if m.Headers().Get("KV-Operation") != "" || m.Headers().Get(jetstream.MarkerReasonHeader) != "" {
-				continue // removed or expired key
-			}
-			var b schemas.Block
-			if json.Unmarshal(m.Data(), &b) != nil || !b.ExpiresAt.After(now) {
-				continue
-			}
-			if len(blocks) == limit {
-				return blocks, true, nil
-			}
-			blocks = append(blocks, ActiveBlock{Key: m.Subject()[prefix:], Block: b})
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, false, fmt.Errorf("list blocks: %w", err)
-		}
-		if got == 0 {
-			break
-		}
+	if json.Unmarshal(m.Data(), &b) != nil {
+		return "", b, false
 	}
-	return blocks, false, nil
+	return m.Subject()[len("$KV."+l.bucket+"."):], b, true
 }

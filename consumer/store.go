@@ -121,7 +121,7 @@ func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, erro
 		}
 	}
 	if cur.Kind == "" { // unreadable value: rebuild it from this event
-		next = s.newBlock(t, ev)
+		next = newBlock(t, ev)
 	}
 	data, err := json.Marshal(next)
 	if err != nil {
@@ -133,7 +133,8 @@ func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, erro
 	return outcome{schemas.ActionExtended, detail}, nil
 }
 
-func (s *store) newBlock(t target, ev event) schemas.Block {
+// newBlock is the value of a block created by ev.
+func newBlock(t target, ev event) schemas.Block {
 	b := t.block
 	b.CreatedAt = ev.at
 	b.ExpiresAt = ev.expiresAt
@@ -152,7 +153,7 @@ func (s *store) create(ctx context.Context, t target, ev event) (outcome, error)
 	} else if n >= s.maxActive {
 		return outcome{}, refuse(ReasonCeiling, "the bucket holds %d blocks, the ceiling is %d", n, s.maxActive)
 	}
-	b := s.newBlock(t, ev)
+	b := newBlock(t, ev)
 	data, err := json.Marshal(b)
 	if err != nil {
 		return outcome{}, fmt.Errorf("encode block %s: %w", t.key, err)
@@ -188,7 +189,7 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 	}
 	futures := make([]jetstream.PubAckFuture, len(ts))
 	for i, t := range ts {
-		b := s.newBlock(t, ev)
+		b := newBlock(t, ev)
 		data, err := json.Marshal(b)
 		if err != nil {
 			errs[i] = fmt.Errorf("encode block %s: %w", t.key, err)
