@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
 	"github.com/blockwire/blockwire/schemas"
@@ -224,3 +225,13 @@ func mustAddr(t testing.TB, s string) netip.Addr {
 	}
 	return a
 }
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func netipMust(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -200,9 +200,10 @@ func readSnapshotFile(path string, loc location, now int64) (*writer, snapshotHe
 	if err := json.Unmarshal(d.bytes(), &hdr); err != nil || d.err != nil {
 		return nil, hdr, fmt.Errorf("%w: header: %w", errBadSnapshot, errors.Join(err, d.err))
 	}
-	if hdr.Version != snapshotVersion || hdr.Bucket != loc.bucket || hdr.NATS != redactURL(loc.url) {
-		return nil, hdr, fmt.Errorf("%w: written for bucket %q at %s (version %d), not %q at %s",
-			errBadSnapshot, hdr.Bucket, hdr.NATS, hdr.Version, loc.bucket, redactURL(loc.url))
+	// The bucket must match; the URL may not (a reordered server list, a renamed host).
+	if hdr.Version != snapshotVersion || hdr.Bucket != loc.bucket {
+		return nil, hdr, fmt.Errorf("%w: version %d of bucket %q, want version %d of %q",
+			errBadSnapshot, hdr.Version, hdr.Bucket, snapshotVersion, loc.bucket)
 	}
 	wr := newWriter()
 	ops := make([]op, 0, maxBatch)
