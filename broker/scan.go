@@ -12,54 +12,99 @@ import (
 // ErrStopScan, returned by a Scan callback, ends the scan without error.
 var ErrStopScan = errors.New("stop scan")
 
-// orderedConsumers is what Scan needs of JetStream.
+// orderedConsumers is what reading a stream needs of JetStream.
 type orderedConsumers interface {
 	OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error)
 }
 
 var _ orderedConsumers = (jetstream.JetStream)(nil)
 
-// Scan reads a stream in order with an ordered consumer — ephemeral, so it
-// leaves nothing behind on the server — from where cfg says, up to the
-// messages present when it started, calling fn for each with the number
-// read so far and the total. Memory stays bounded whatever the stream holds.
-func Scan(ctx context.Context, js orderedConsumers, stream string, cfg jetstream.OrderedConsumerConfig,
-	fn func(m jetstream.Msg, done, total uint64) error) error {
+// Cursor reads a stream in order with an ordered consumer — ephemeral, so
+// it leaves nothing behind on the server — from where its configuration
+// says, up to the messages present when it was opened. Memory stays
+// bounded whatever the stream holds.
+type Cursor struct {
+	stream string
+	cons   jetstream.Consumer
+	total  uint64
+	done   uint64
+	batch  []jetstream.Msg
+}
+
+// OpenCursor positions a cursor on stream.
+func OpenCursor(ctx context.Context, js orderedConsumers, stream string, cfg jetstream.OrderedConsumerConfig) (*Cursor, error) {
 	cons, err := js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
-		return fmt.Errorf("read stream %s: %w", stream, err)
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("read stream %s: %w", stream, err)
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
 	}
-	total := info.NumPending
-	var done uint64
-	for done < total {
-		batch, err := cons.Fetch(int(min(total-done, 500)), jetstream.FetchMaxWait(10*time.Second))
-		if err != nil {
-			return fmt.Errorf("read stream %s: %w", stream, err)
+	return &Cursor{stream: stream, cons: cons, total: info.NumPending}, nil
+}
+
+// Total is the number of messages the cursor will read; Done how many it has.
+func (c *Cursor) Total() uint64 { return c.total }
+
+// Done is the number of messages read so far.
+func (c *Cursor) Done() uint64 { return c.done }
+
+// Next returns the next message, or nil at the end.
+func (c *Cursor) Next(ctx context.Context) (jetstream.Msg, error) {
+	if len(c.batch) == 0 {
+		if c.done >= c.total {
+			return nil, nil
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			done++
-			if err := fn(m, done, total); err != nil {
-				if errors.Is(err, ErrStopScan) {
-					return nil
-				}
-				return err
-			}
+		if err := c.fetch(ctx); err != nil {
+			return nil, err
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("read stream %s: %w", stream, err)
+		if len(c.batch) == 0 {
+			c.total = c.done // messages removed meanwhile (age limits, expiries)
+			return nil, nil
 		}
-		if got == 0 {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			break // messages removed meanwhile (age limits, expiries): nothing more to read
-		}
+	}
+	m := c.batch[0]
+	c.batch = c.batch[1:]
+	c.done++
+	return m, nil
+}
+
+func (c *Cursor) fetch(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	batch, err := c.cons.Fetch(int(min(c.total-c.done, 500)), jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("read stream %s: %w", c.stream, err)
+	}
+	for m := range batch.Messages() {
+		c.batch = append(c.batch, m)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		return fmt.Errorf("read stream %s: %w", c.stream, err)
 	}
 	return nil
+}
+
+// Scan reads a stream with a Cursor, calling fn for each message with the
+// number read so far and the total; fn returning ErrStopScan ends it.
+func Scan(ctx context.Context, js orderedConsumers, stream string, cfg jetstream.OrderedConsumerConfig,
+	fn func(m jetstream.Msg, done, total uint64) error) error {
+	c, err := OpenCursor(ctx, js, stream, cfg)
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := c.Next(ctx)
+		if err != nil || m == nil {
+			return err
+		}
+		if err := fn(m, c.done, c.total); err != nil {
+			if errors.Is(err, ErrStopScan) {
+				return nil
+			}
+			return err
+		}
+	}
 }

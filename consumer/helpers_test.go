@@ -126,32 +126,10 @@ func (r *rig) incident(entities []schemas.Entity, mutate func(*schemas.Incident)
 	return inc
 }
 
-// waitApplied waits until the consumer has acknowledged every incident up
-// to seq. It gives up only when the ack floor stops moving for 30 s, so a
-// slow machine makes it slower, never wrong.
+// waitApplied waits until the consumer has acknowledged every incident up to seq.
 func (r *rig) waitApplied(seq uint64) {
 	r.t.Helper()
-	var floor uint64
-	moved := time.Now()
-	for {
-		cons, err := r.js.Consumer(context.Background(), r.names.IncidentStream, "blockwire")
-		if err == nil {
-			var ci *jetstream.ConsumerInfo
-			if ci, err = cons.Info(context.Background()); err == nil {
-				if ci.AckFloor.Stream >= seq && ci.NumAckPending == 0 {
-					return
-				}
-				if ci.AckFloor.Stream > floor {
-					floor, moved = ci.AckFloor.Stream, time.Now()
-				}
-				err = fmt.Errorf("ack floor %d, want %d (%d pending acks)", ci.AckFloor.Stream, seq, ci.NumAckPending)
-			}
-		}
-		if time.Since(moved) > 30*time.Second {
-			r.t.Fatalf("no progress for 30s: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	fixture.WaitApplied(r.t, r.js, r.names.IncidentStream, "blockwire", seq)
 }
 
 // block reads a key; nil when absent.
@@ -289,54 +267,5 @@ func natsMsg(subject string, data []byte) *nats.Msg {
 	m := nats.NewMsg(subject)
 	m.Data = data
 	m.Header.Set(schemas.HeaderSource, string(schemas.SourceWebhook))
-	return m
-}
-
-// publishHistory stores a generated history as its producers would have,
-// asynchronously, and returns the last sequence.
-func (r *rig) publishHistory(items []fixture.Item) uint64 {
-	r.t.Helper()
-	futures := make([]jetstream.PubAckFuture, 0, len(items))
-	for _, it := range items {
-		m := nats.NewMsg("noname.incidents." + string(it.Source))
-		m.Data = it.Body()
-		if it.Source != schemas.SourceNATS {
-			m.Header.Set(schemas.HeaderSource, string(it.Source))
-		}
-		f, err := r.js.PublishMsgAsync(m)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		futures = append(futures, f)
-	}
-	var last uint64
-	for _, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			last = max(last, ack.Sequence)
-		case err := <-f.Err():
-			r.t.Fatal(err)
-		case <-time.After(time.Minute):
-			r.t.Fatal("publish timed out")
-		}
-	}
-	return last
-}
-
-// snapshot is the bucket's active blocks: key → expiry.
-func (r *rig) snapshot() map[string]time.Time {
-	r.t.Helper()
-	l, err := NewLister(r.js, r.names.BlocksBucket, nil)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	list, _, err := l.List(context.Background(), "", 1<<30)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	m := make(map[string]time.Time, len(list))
-	for _, b := range list {
-		m[b.Key] = b.ExpiresAt
-	}
 	return m
 }

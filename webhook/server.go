@@ -42,6 +42,9 @@ type Config struct {
 	// Blocks, when set, enables the manual blocking API under the same
 	// authentication.
 	Blocks *BlocksConfig
+	// Audit, when set, serves GET /v1/audit (JSON lines for a SIEM) under
+	// the same authentication.
+	Audit auditReader
 	// Logger is injected; zero value logs nothing.
 	Logger zerolog.Logger
 	// Now is the clock; default time.Now.
@@ -105,6 +108,12 @@ func New(cfg Config) (http.Handler, error) {
 		}, func() {}))
 		mux.Handle("/v1/blocks/{key}", byMethod(map[string]http.Handler{
 			http.MethodDelete: auth.Wrap(http.HandlerFunc(b.remove), none),
+		}, func() {}))
+	}
+	if cfg.Audit != nil {
+		logErr := func(err error) { cfg.Logger.Warn().Err(err).Msg("read audit trail") }
+		mux.Handle("/v1/audit", byMethod(map[string]http.Handler{
+			http.MethodGet: auth.Wrap(auditStream(cfg.Audit, logErr), func(*http.Request, string) {}),
 		}, func() {}))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -36,7 +36,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&lo.level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&lo.format, "log-format", "auto", "log format: json, console, or auto (console on a terminal, JSON otherwise)")
-	root.AddCommand(newServeCmd(lo), newBlockCmd(), newUnblockCmd(), newBlocksCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(lo), newBlockCmd(), newUnblockCmd(), newBlocksCmd(), newReplayCmd(), newExplainCmd(), newRebuildCmd(), newVersionCmd())
 	return root
 }
 

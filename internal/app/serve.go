@@ -17,6 +17,7 @@ import (
 
 	"github.com/blockwire/blockwire/broker"
 	"github.com/blockwire/blockwire/consumer"
+	"github.com/blockwire/blockwire/consumer/replay"
 	"github.com/blockwire/blockwire/webhook"
 )
 
@@ -104,7 +105,12 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	history, err := replay.NewReader(b.JetStream(), b.Names())
+	if err != nil {
+		return err
+	}
 	api, err := webhook.New(webhook.Config{
+		Audit:          history,
 		Publisher:      b.JetStream(),
 		Ready:          b,
 		Connected:      b.Conn().IsConnected,
