@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/consumer/replay"
 	"github.com/blockwire/blockwire/schemas"
 	"github.com/blockwire/blockwire/webhook"
 )
@@ -131,5 +136,56 @@ func eventually(t *testing.T, check func() error) {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAuditForSIEM(t *testing.T) {
+	e := newEnv(t, func(c *webhook.Config) {
+		r, err := replay.NewReader(c.Publisher.(jetstream.JetStream), broker.Names{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Audit = r
+	})
+	e.runConsumer(t)
+	do(t, e.signedRequest(t, []byte(validIncident))) // accepted + 2 blocked records
+	get := func(query string) (int, []map[string]any) {
+		t.Helper()
+		req := e.signedRequest(t, nil)
+		req.Method, req.URL.Path, req.URL.RawQuery = http.MethodGet, "/v1/audit", query
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var lines []map[string]any
+		dec := json.NewDecoder(resp.Body)
+		for dec.More() {
+			var l map[string]any
+			if err := dec.Decode(&l); err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, l)
+		}
+		return resp.StatusCode, lines
+	}
+	var lines []map[string]any
+	eventually(t, func() error {
+		_, lines = get("")
+		if len(lines) != 3 {
+			return fmt.Errorf("%d records", len(lines))
+		}
+		return nil
+	})
+	if _, page := get("after_seq=1&limit=1"); len(page) != 1 || page[0]["seq"] != float64(2) {
+		t.Fatalf("page after seq 1: %v", page)
+	}
+	if _, none := get("since=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339)); len(none) != 0 {
+		t.Fatalf("records from the future: %v", none)
+	}
+	for _, q := range []string{"since=yesterday", "after_seq=-1", "limit=0", "limit=1000001"} {
+		if status, _ := get(q); status != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", q, status)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -117,7 +118,13 @@ func postFile(t *testing.T, api, file string) map[string]any {
 // cli runs the blockwire command against a daemon's API and returns stdout.
 func cli(t *testing.T, bin, api string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(bin, append(args, "--api-url", api)...)
+	return cliNATS(t, bin, append(args, "--api-url", api)...)
+}
+
+// cliNATS runs the blockwire command with args as given.
+func cliNATS(t *testing.T, bin string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "BLOCKWIRE_WEBHOOK_TOKEN="+demoToken)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -189,6 +196,18 @@ func TestQuickstart(t *testing.T) {
 	if out := string(cli(t, bin, d.api, "blocks")); !strings.Contains(out, "198.51.100.23") || !strings.Contains(out, "2 active blocks") {
 		t.Fatalf("blocks printed:\n%s", out)
 	}
+
+	// The README's audit trail: replay, explain, rebuild --dry-run, straight from NATS.
+	nats := []string{"--nats-url", d.nats}
+	if out := string(cliNATS(t, bin, append([]string{"replay"}, nats...)...)); !strings.Contains(out, "blocked") || !strings.Contains(out, "inc-ip-v4") {
+		t.Fatalf("replay printed:\n%s", out)
+	}
+	if out := string(cliNATS(t, bin, append([]string{"explain", "ip", "198.51.100.23"}, nats...)...)); !strings.Contains(out, "BLOCKED until") {
+		t.Fatalf("explain printed:\n%s", out)
+	}
+	if out := string(cliNATS(t, bin, append([]string{"rebuild", "--dry-run"}, nats...)...)); !strings.Contains(out, "create 0, update 0, remove 0") {
+		t.Fatalf("rebuild --dry-run printed:\n%s", out)
+	}
 	d.stop(t)
 
 	d = startServe(t, bin, dataDir, httpPort, natsPort)
@@ -237,6 +256,42 @@ func TestCheckConfig(t *testing.T) {
 				t.Fatalf("err %v, want one mentioning %q", err, tt.wantErr)
 			case tt.wantErr == "" && out.String() != "configuration ok\n":
 				t.Fatalf("output %q", out.String())
+			}
+		})
+	}
+}
+
+// TestCommandsRefuseBadInput: every command says what was wrong and exits
+// non-zero, before touching anything.
+func TestCommandsRefuseBadInput(t *testing.T) {
+	closed := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replay", "--format", "xml", "--nats-url", closed}, "not one of table, jsonl, csv"},
+		{[]string{"replay", "--since", "yesterday"}, "--since"},
+		{[]string{"replay", "--kind", "mac"}, "not one of ip"},
+		{[]string{"replay", "--since", "1h", "--until", "2h"}, "before since"},
+		{[]string{"replay", "--nats-url", closed}, "is blockwire serve running"},
+		{[]string{"explain", "ip"}, "give <kind> <value>"},
+		{[]string{"explain", "ip", "not-an-ip", "--nats-url", closed}, "name the block"},
+		{[]string{"rebuild", "--min-prefix-v4", "0", "--nats-url", closed}, "is blockwire serve running"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "-1h"}, "at least 1s"},
+		{[]string{"block", "ip"}, "accepts 2 arg"},
+		{[]string{"unblock", "ip", "192.0.2.1", "--key", "ip.=.=.=.x"}, "not both"},
+		{[]string{"blocks", "--api-url", "ftp://x"}, "not an http(s) URL"},
+		{[]string{"serve", "--never-block", "10.0.0.0/33", "--check-config"}, "neither an address nor a CIDR"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			cmd := newRootCmd()
+			cmd.SetArgs(tt.args)
+			cmd.SetOut(io.Discard)
+			cmd.SetErr(io.Discard)
+			err := cmd.ExecuteContext(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %v, want one mentioning %q", err, tt.want)
 			}
 		})
 	}
