@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 )
@@ -97,6 +98,11 @@ func validate(data []byte, k docKind) (any, error) {
 	}
 	if depthExceeds(data, MaxDepth) {
 		return nil, invalidAt("/", fmt.Sprintf("nesting is too deep: more than %d levels of arrays and objects", MaxDepth))
+	}
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD, so two
+	// different bodies could name one incident; the stored bytes must be text.
+	if !utf8.Valid(data) {
+		return nil, invalidAt("/", "the body is not valid UTF-8")
 	}
 	doc, err := decodeGeneric(data)
 	if err != nil {
