@@ -10,7 +10,7 @@ BENCHTIME ?= 1s
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build run test bench bench-go bench-webhook lint fuzz clean
+.PHONY: all build run test bench bench-go bench-webhook lint fuzz soak clean
 
 all: build
 
@@ -41,10 +41,19 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Every fuzz target, seeded from testdata/, FUZZTIME each.
 FUZZTIME ?= 60s
+FUZZ_TARGETS ?= ./schemas:FuzzParseIncident ./schemas:FuzzBlockKey ./schemas:FuzzParseBlockKey \
+	./consumer:FuzzTranslate
 fuzz:
-	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzBlockKey$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./schemas -run '^$$' -fuzz '^FuzzParseIncident$$' -fuzztime $(FUZZTIME)
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn in $$pkg for $(FUZZTIME)"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
+
+# The long forms of the reliability scenarios (the compact ones run in make test).
+soak: build
+	BLOCKWIRE_SOAK=1 $(GO) test -count=1 -timeout 60m ./internal/faults/... ./internal/cluster/...
 
 clean:
 	rm -rf $(BIN)
