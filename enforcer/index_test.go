@@ -34,7 +34,7 @@ func TestWriterCountsAndPlan(t *testing.T) {
 		{"scoped twin removed", []op{{del: true, parts: blk{kind: "header", name: "x-api-key", value: "k", service: "s"}.op().parts}},
 			func(p *plan) bool { return len(p.headers) == 0 && p.ip }, map[schemas.EntityType]int64{"ip": 1}},
 		{"delete of an unknown name", []op{{del: true, parts: blk{kind: "cookie", name: "nope", value: "v"}.op().parts}},
-			func(p *plan) bool { return p.cookies == nil }, map[schemas.EntityType]int64{"ip": 1}},
+			func(p *plan) bool { return p.cookies.len() == 0 }, map[schemas.EntityType]int64{"ip": 1}},
 		{"already expired put is a delete", []op{{parts: blk{kind: "ip", value: "192.0.2.1"}.op().parts, exp: now - 1}},
 			func(p *plan) bool { return p.none() }, map[schemas.EntityType]int64{}},
 	}
@@ -65,7 +65,7 @@ func TestWriterCountsAndPlan(t *testing.T) {
 func TestCopyOnWrite(t *testing.T) {
 	w := newTestWriter(t, blk{kind: "ip", value: "192.0.2.1"}, blk{kind: "ip", value: "192.0.2.2"})
 	a := mustAddr(t, "192.0.2.1")
-	i := addrHash(a) & shardMask
+	i := shardOf(addrHash(keyOf(a)))
 	before := w.idx.addrs.shards[i].Load()
 	untouched := 0
 	for j := range w.idx.addrs.shards {
@@ -77,7 +77,7 @@ func TestCopyOnWrite(t *testing.T) {
 	if err := w.apply([]op{{del: true, parts: blk{kind: "ip", value: "192.0.2.1"}.op().parts}}, time.Now().UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := before.m[a]; !ok {
+	if _, ok := before.find(keyOf(a), addrHash(keyOf(a))); !ok {
 		t.Error("the published shard was changed in place")
 	}
 	if _, ok := w.idx.lookupAddr(a); ok {
@@ -99,7 +99,7 @@ func TestSweep(t *testing.T) {
 	)
 	w.sweep(now + 10)
 	p := w.idx.plan.Load()
-	if p.ip || len(p.headers) != 0 || len(p.claims) != 0 || !p.consumer {
+	if p.ip || len(p.headers) != 0 || p.claims.len() != 0 || !p.consumer {
 		t.Errorf("plan after sweep %+v: want only the consumer", *p)
 	}
 	if n := w.idx.entries(); n != 1 {

@@ -57,7 +57,7 @@ func (m *matcher) matchClaims(tok string) bool {
 		if esc {
 			name = unescapeJSON(key)
 		}
-		ns, wanted := m.p.claims[name]
+		ns, wanted := m.p.claims.get(name)
 		s.ws()
 		switch {
 		case !wanted || s.i >= len(s.b):

@@ -1,10 +1,9 @@
 package enforcer
 
 import (
-	"crypto/sha256"
 	"fmt"
 	"net/netip"
-	"unsafe"
+	"strings"
 
 	"github.com/blockwire/blockwire/schemas"
 )
@@ -90,7 +89,7 @@ func (m *matcher) evaluate(r request, known scopeIDs) (verdict, error) {
 			return v, err
 		}
 	}
-	if len(p.query) > 0 {
+	if p.query.len() > 0 {
 		raw, err := r.RawQuery()
 		if err != nil {
 			return verdict{}, fmt.Errorf("get raw query: %w", err)
@@ -182,7 +181,7 @@ func (m *matcher) matchHeaders(r request) (verdict, error) {
 			}
 		}
 	}
-	if len(p.cookies) > 0 {
+	if p.cookies.len() > 0 {
 		vs, _, err := values("cookie")
 		if err != nil {
 			return verdict{}, fmt.Errorf("get cookie header: %w", err)
@@ -193,7 +192,7 @@ func (m *matcher) matchHeaders(r request) (verdict, error) {
 			}
 		}
 	}
-	if p.token || len(p.claims) > 0 {
+	if p.token || p.claims.len() > 0 {
 		vs, _, err := values("authorization")
 		if err != nil {
 			return verdict{}, fmt.Errorf("get authorization header: %w", err)
@@ -209,32 +208,42 @@ func (m *matcher) matchHeaders(r request) (verdict, error) {
 
 // matchHash looks up the SHA-256 of v in namespace ns.
 func (m *matcher) matchHash(ns uint32, v string, kind schemas.EntityType) bool {
-	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(v), len(v))) // read only: no copy needed
+	var h [32]byte
+	m.x.digests.sum(v, &h)
 	r, ok := m.x.lookupHash(ns, &h)
 	return ok && m.note(r, kind)
 }
 
 // matchCookies checks every cookie of one Cookie header that has blocks under its name.
+// Parsed in line, without eachPair's callback: this runs on every request when cookie
+// blocks exist.
 func (m *matcher) matchCookies(header string) bool {
-	blocked := false
-	eachPair(header, ';', true, func(name, value string) bool {
-		ns, ok := m.p.cookies[name]
+	for header != "" {
+		part := header
+		if i := strings.IndexByte(header, ';'); i >= 0 {
+			part, header = header[:i], header[i+1:]
+		} else {
+			header = ""
+		}
+		part = trimSpace(part)
+		name, value := part, ""
+		if i := strings.IndexByte(part, '='); i >= 0 {
+			name, value = part[:i], part[i+1:]
+		}
+		ns, ok := m.p.cookies.get(name)
 		if !ok {
-			return true
+			continue
 		}
 		if m.matchHash(ns, value, schemas.EntityCookie) {
-			blocked = true
-			return false
+			return true
 		}
 		// A quoted cookie value ("v") may have been reported with or without its quotes.
 		if len(value) >= 2 && value[0] == '"' && value[len(value)-1] == '"' &&
 			m.matchHash(ns, value[1:len(value)-1], schemas.EntityCookie) {
-			blocked = true
-			return false
+			return true
 		}
-		return true
-	})
-	return blocked
+	}
+	return false
 }
 
 // matchQuery checks every query argument that has blocks under its name, decoded as Kong
@@ -243,7 +252,7 @@ func (m *matcher) matchQuery(raw string) bool {
 	blocked := false
 	eachPair(raw, '&', false, func(rawName, rawValue string) bool {
 		name := queryUnescape(rawName)
-		ns, ok := m.p.query[name]
+		ns, ok := m.p.query.get(name)
 		if !ok {
 			return true
 		}
@@ -266,7 +275,7 @@ func (m *matcher) matchToken(tok string) bool {
 	if m.p.token && m.matchHash(nsToken, tok, schemas.EntityJWT) {
 		return true
 	}
-	if len(m.p.claims) == 0 {
+	if m.p.claims.len() == 0 {
 		return false
 	}
 	return m.matchClaims(tok)

@@ -16,7 +16,7 @@ func eachPair(s string, sep byte, trim bool, fn func(name, value string) bool) {
 			s = ""
 		}
 		if trim {
-			part = strings.Trim(part, " \t")
+			part = trimSpace(part)
 		}
 		if part == "" {
 			continue
@@ -91,4 +91,16 @@ func bearerToken(v string) string {
 		return v
 	}
 	return ""
+}
+
+// trimSpace drops spaces and tabs at both ends (strings.Trim with a cutset builds the set
+// on every call).
+func trimSpace(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
 }

@@ -10,7 +10,6 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -138,13 +137,14 @@ func encodeSnapshot(w *bufio.Writer, x *index, hdr snapshotHeader) (int, error) 
 			n++
 		})
 	}
-	x.addrs.each(func(a netip.Addr, r rule) { put(schemas.EntityIP, "", a.String(), r) })
+	x.addrs.each(func(k addrKey, r rule) { put(schemas.EntityIP, "", k.addr().String(), r) })
 	for pfx, r := range x.ranges.Load().All() {
 		put(schemas.EntityCIDR, "", pfx.String(), r)
 	}
 	x.hashed.each(func(k hashKey, r rule) {
 		if int(k.ns) < len(names) {
-			put(names[k.ns].kind, names[k.ns].name, hex.EncodeToString(k.h[:]), r)
+			d := k.digest()
+			put(names[k.ns].kind, names[k.ns].name, hex.EncodeToString(d[:]), r)
 		}
 	})
 	x.plain.each(func(k strKey, r rule) {

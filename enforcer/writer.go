@@ -42,8 +42,17 @@ func newWriter() *writer {
 	return w
 }
 
-// published switches the writer to copy-on-write: the index is now visible to readers.
-func (w *writer) published() { w.build = false }
+// published freezes the built index and switches the writer to copy-on-write: the caller
+// is about to make the index visible to readers.
+func (w *writer) published() {
+	if !w.build {
+		return
+	}
+	w.idx.addrs.publishDrafts()
+	w.idx.hashed.publishDrafts()
+	w.idx.plain.publishDrafts()
+	w.build = false
+}
 
 // errBadValue marks an op whose key cannot be placed in the index.
 var errBadValue = errors.New("block key cannot be indexed")
@@ -51,7 +60,7 @@ var errBadValue = errors.New("block key cannot be indexed")
 // batch is one set of changes applied together: each touched shard is copied once.
 type batch struct {
 	w      *writer
-	addrs  *txn[netip.Addr]
+	addrs  *txn[addrKey]
 	hashed *txn[hashKey]
 	plain  *txn[strKey]
 	ranges *bart.Table[rule]
@@ -116,11 +125,11 @@ func (b *batch) apply(o *op, now int64) error {
 		if err != nil {
 			return fmt.Errorf("%w: ip %q: %w", errBadValue, p.Value, err)
 		}
-		a = a.Unmap()
-		h := addrHash(a)
-		r, _ := b.addrs.peek(a, h)
+		k := keyOf(a.Unmap())
+		h := addrHash(k)
+		r, _ := b.addrs.peek(k, h)
 		nr, d := change(r)
-		b.addrs.set(a, h, nr)
+		b.addrs.set(k, h, nr)
 		w.count(nsIP, d)
 	case schemas.EntityCIDR:
 		pfx, err := netip.ParsePrefix(p.Value)
@@ -136,8 +145,8 @@ func (b *batch) apply(o *op, now int64) error {
 		if p.Kind == schemas.EntityJWT && p.Name != "" {
 			return b.applyPlain(nsKey{kind: p.Kind, name: p.Name}, p.Value, del, change)
 		}
-		var k hashKey
-		if !decodeHex32(p.Value, &k.h) {
+		var digest [32]byte
+		if !decodeHex32(p.Value, &digest) {
 			return fmt.Errorf("%w: %s value is not a hex SHA-256", errBadValue, p.Kind)
 		}
 		key := nsKey{kind: p.Kind, name: p.Name}
@@ -148,7 +157,7 @@ func (b *batch) apply(o *op, now int64) error {
 		if !ok {
 			return nil // deleting under a name never seen: nothing to do
 		}
-		k.ns = ns
+		k := makeHashKey(ns, &digest)
 		h := hashKeyHash(k)
 		r, _ := b.hashed.peek(k, h)
 		nr, d := change(r)
@@ -242,12 +251,6 @@ func (w *writer) publishMeta() {
 
 func (w *writer) makePlan() *plan {
 	p := &plan{}
-	add := func(m *map[string]uint32, name string, id uint32) {
-		if *m == nil {
-			*m = map[string]uint32{}
-		}
-		(*m)[name] = id
-	}
 	for id, k := range w.names {
 		if w.perNS[id] == 0 {
 			continue
@@ -262,11 +265,11 @@ func (w *writer) makePlan() *plan {
 		case k.kind == schemas.EntityHeader:
 			p.headers = append(p.headers, nsRef{name: k.name, id: uint32(id)})
 		case k.kind == schemas.EntityCookie:
-			add(&p.cookies, k.name, uint32(id))
+			p.cookies.add(k.name, uint32(id))
 		case k.kind == schemas.EntityQuery:
-			add(&p.query, k.name, uint32(id))
+			p.query.add(k.name, uint32(id))
 		case k.kind == schemas.EntityJWT:
-			add(&p.claims, k.name, uint32(id))
+			p.claims.add(k.name, uint32(id))
 		}
 	}
 	return p
@@ -277,9 +280,12 @@ func (w *writer) makePlan() *plan {
 // its last block, lets requests skip the PDK calls it needed.
 func (w *writer) sweep(now int64) {
 	gone := func(ns uint32) { w.count(ns, -1) }
-	w.idx.addrs.sweep(now, w.build, func(netip.Addr, scopeKey) { gone(nsIP) })
-	w.idx.hashed.sweep(now, w.build, func(k hashKey, _ scopeKey) { gone(k.ns) })
-	w.idx.plain.sweep(now, w.build, func(k strKey, _ scopeKey) { gone(k.ns) })
+	if w.build {
+		return // nothing is visible yet; expired puts were dropped as they came
+	}
+	w.idx.addrs.sweep(now, func(addrKey, scopeKey) { gone(nsIP) })
+	w.idx.hashed.sweep(now, func(k hashKey, _ scopeKey) { gone(k.ns) })
+	w.idx.plain.sweep(now, func(k strKey, _ scopeKey) { gone(k.ns) })
 	if w.rangeMin != 0 && w.rangeMin <= now {
 		w.sweepRanges(now)
 	}
