@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/blockwire/blockwire/broker"
 	"github.com/blockwire/blockwire/consumer"
@@ -21,18 +20,8 @@ import (
 // The history commands read the log and the audit trail straight from
 // NATS (the make run system's embedded server by default): they need the
 // streams, not serve.
-func addNATSClientFlags(fs *pflag.FlagSet, c *broker.Config) {
-	fs.StringVar(&c.URL, "nats-url", "nats://127.0.0.1:4222", "NATS URL(s), comma separated")
-	fs.StringVar(&c.CredsFile, "nats-creds", "", "NATS credentials file")
-	fs.StringVar(&c.NKeySeedFile, "nats-nkey", "", "NATS NKey seed file")
-	fs.StringVar(&c.User, "nats-user", "", "NATS user name")
-	fs.StringVar(&c.Password, "nats-password", "", "NATS password (prefer BLOCKWIRE_NATS_PASSWORD)")
-	fs.StringVar(&c.TLSCAFile, "nats-tls-ca", "", "CA certificate file")
-	fs.StringVar(&c.TLSCertFile, "nats-tls-cert", "", "client certificate file")
-	fs.StringVar(&c.TLSKeyFile, "nats-tls-key", "", "client key file")
-}
 
-// openReader connects to NATS, bounded in time so an unreachable server is
+// openBroker connects to NATS, bounded in time so an unreachable server is
 // a clear error, not a hang.
 func openBroker(ctx context.Context, c broker.Config) (*broker.Broker, func(), error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -97,15 +86,14 @@ func newReplayCmd() *cobra.Command {
 	fs.StringVar(&f.Value, "value", "", "only events about this value (an address, a key, a token…)")
 	fs.StringVar(&f.Name, "name", "", "with --value: the header, cookie or query name")
 	fs.StringVar(&format, "format", replay.FormatTable, "table, jsonl or csv")
-	addNATSClientFlags(fs, &nc)
+	addBrokerFlags(fs, &nc, false)
 	return cmd
 }
 
 func newExplainCmd() *cobra.Command {
 	var (
 		nc     broker.Config
-		ent    entityOptions
-		key    string
+		name   blockName
 		asJSON bool
 	)
 	cmd := &cobra.Command{
@@ -113,20 +101,11 @@ func newExplainCmd() *cobra.Command {
 		Short: "Is it blocked, since when, until when, on which incidents, what was refused: its whole history",
 		Example: `  blockwire explain ip 203.0.113.7
   blockwire explain header k-123 --name X-Api-Key`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if (key == "") == (len(args) == 0) || (key == "" && len(args) != 2) {
-				return fmt.Errorf("give <kind> <value>, or --key")
-			}
-			return nil
-		},
+		Args: name.args,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if key == "" {
-				e, scope := ent.entity(args[0], args[1])
-				k, err := consumer.KeyFor(e, scope)
-				if err != nil {
-					return fmt.Errorf("name the block: %w", err)
-				}
-				key = k
+			key, err := name.resolve(args)
+			if err != nil {
+				return err
 			}
 			b, done, err := openBroker(cmd.Context(), nc)
 			if err != nil {
@@ -149,10 +128,9 @@ func newExplainCmd() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&key, "key", "", "the block's key, as `blockwire blocks` shows it")
 	fs.BoolVar(&asJSON, "json", false, "print as JSON")
-	addEntityFlags(fs, &ent)
-	addNATSClientFlags(fs, &nc)
+	name.addFlags(fs)
+	addBrokerFlags(fs, &nc, false)
 	return cmd
 }
 
@@ -220,7 +198,7 @@ func newRebuildCmd() *cobra.Command {
 	fs.BoolVar(&dryRun, "dry-run", false, "report the difference, change nothing")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	addGuardrailFlags(fs, &g)
-	addNATSClientFlags(fs, &nc)
+	addBrokerFlags(fs, &nc, false)
 	return cmd
 }
 

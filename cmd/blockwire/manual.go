@@ -68,6 +68,42 @@ func (e *entityOptions) entity(kind, value string) (schemas.Entity, *schemas.Sco
 	return ent, scope
 }
 
+// blockName names one block on the command line: <kind> <value> with the
+// entity flags, or --key.
+type blockName struct {
+	ent entityOptions
+	key string
+}
+
+func (n *blockName) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&n.key, "key", "", "the block's key, as `blockwire blocks` shows it")
+	addEntityFlags(fs, &n.ent)
+}
+
+func (n *blockName) args(_ *cobra.Command, args []string) error {
+	switch {
+	case n.key != "" && len(args) > 0:
+		return errors.New("give either <kind> <value> or --key, not both")
+	case n.key == "" && len(args) != 2:
+		return errors.New("give <kind> <value>, or --key")
+	}
+	return nil
+}
+
+// resolve returns the key. It is computed here, so a secret's raw value
+// never leaves this machine: only its hash is in the key.
+func (n *blockName) resolve(args []string) (string, error) {
+	if n.key != "" {
+		return n.key, nil
+	}
+	e, scope := n.ent.entity(args[0], args[1])
+	k, err := consumer.KeyFor(e, scope)
+	if err != nil {
+		return "", fmt.Errorf("name the block: %w", err)
+	}
+	return k, nil
+}
+
 const kindsHelp = "ip, cidr, header, cookie, query, jwt or consumer"
 
 func newBlockCmd() *cobra.Command {
@@ -119,9 +155,8 @@ func newBlockCmd() *cobra.Command {
 
 func newUnblockCmd() *cobra.Command {
 	var (
-		api apiOptions
-		ent entityOptions
-		key string
+		api  apiOptions
+		name blockName
 	)
 	cmd := &cobra.Command{
 		Use:   "unblock (<kind> <value> | --key KEY)",
@@ -129,25 +164,11 @@ func newUnblockCmd() *cobra.Command {
 		Example: `  blockwire unblock ip 203.0.113.7
   blockwire unblock header k-123 --name X-Api-Key
   blockwire unblock --key 'ip.=.=.=.203_2E0_2E113_2E7'`,
-		Args: func(_ *cobra.Command, args []string) error {
-			switch {
-			case key != "" && len(args) > 0:
-				return errors.New("give either <kind> <value> or --key, not both")
-			case key == "" && len(args) != 2:
-				return errors.New("give <kind> <value>, or --key")
-			}
-			return nil
-		},
+		Args: name.args,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if key == "" {
-				// The key is computed here, so a secret's raw value never
-				// leaves this machine: only its hash is in the key.
-				e, scope := ent.entity(args[0], args[1])
-				k, err := consumer.KeyFor(e, scope)
-				if err != nil {
-					return fmt.Errorf("name the block: %w", err)
-				}
-				key = k
+			key, err := name.resolve(args)
+			if err != nil {
+				return err
 			}
 			c, err := api.client()
 			if err != nil {
@@ -161,9 +182,8 @@ func newUnblockCmd() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&key, "key", "", "the block's key, as `blockwire blocks` shows it")
 	fs.StringVar(&api.actor, "actor", "", "who is asking, for the audit trail (default $USER)")
-	addEntityFlags(fs, &ent)
+	name.addFlags(fs)
 	addAPIFlags(fs, &api)
 	return cmd
 }

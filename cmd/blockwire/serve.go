@@ -50,7 +50,7 @@ func newServeCmd(lo *logOptions) *cobra.Command {
 	fs.IntVar(&cfg.Workers, "workers", 16, "incidents this process applies at once")
 	fs.BoolVar(&cfg.IngestOnly, "ingest-only", false, "serve the API but do not apply incidents (other replicas consume)")
 	addGuardrailFlags(fs, &cfg.Guardrails)
-	addBrokerFlags(fs, &cfg.Broker)
+	addBrokerFlags(fs, &cfg.Broker, true)
 	return cmd
 }
 
@@ -64,16 +64,21 @@ func addGuardrailFlags(fs *pflag.FlagSet, g *consumer.Guardrails) {
 	fs.IntVar(&g.MaxActiveBlocks, "max-active-blocks", 1_000_000, "ceiling on active blocks; new blocks past it are refused")
 }
 
-// addBrokerFlags declares how to reach NATS; every command that talks to
-// NATS shares them.
-func addBrokerFlags(fs *pflag.FlagSet, c *broker.Config) {
-	fs.StringVar(&c.URL, "nats-url", "", "external NATS URL(s), comma separated; empty starts an embedded NATS server")
-	fs.StringVar(&c.DataDir, "data-dir", "./data", "embedded NATS: JetStream file store directory")
-	fs.StringVar(&c.Listen, "nats-listen", "127.0.0.1:4222", "embedded NATS: listen address, for the CLI and Kong's plugin")
+// addBrokerFlags declares how to reach NATS, for serve (embedded unless a
+// URL is given) and for the commands that read the streams (the make run
+// system's server unless told otherwise).
+func addBrokerFlags(fs *pflag.FlagSet, c *broker.Config, serve bool) {
+	if serve {
+		fs.StringVar(&c.URL, "nats-url", "", "external NATS URL(s), comma separated; empty starts an embedded NATS server")
+		fs.StringVar(&c.DataDir, "data-dir", "./data", "embedded NATS: JetStream file store directory")
+		fs.StringVar(&c.Listen, "nats-listen", "127.0.0.1:4222", "embedded NATS: listen address, for the CLI and Kong's plugin")
+	} else {
+		fs.StringVar(&c.URL, "nats-url", "nats://127.0.0.1:4222", "NATS URL(s), comma separated")
+	}
 	fs.StringVar(&c.CredsFile, "nats-creds", "", "external NATS: credentials file")
 	fs.StringVar(&c.NKeySeedFile, "nats-nkey", "", "external NATS: NKey seed file")
-	fs.StringVar(&c.User, "nats-user", "", "external NATS: user name")
-	fs.StringVar(&c.Password, "nats-password", "", "external NATS: password (prefer BLOCKWIRE_NATS_PASSWORD)")
+	fs.StringVar(&c.User, "nats-user", "", "NATS user name")
+	fs.StringVar(&c.Password, "nats-password", "", "NATS password (prefer BLOCKWIRE_NATS_PASSWORD)")
 	fs.StringVar(&c.TLSCAFile, "nats-tls-ca", "", "external NATS: CA certificate file")
 	fs.StringVar(&c.TLSCertFile, "nats-tls-cert", "", "external NATS: client certificate file")
 	fs.StringVar(&c.TLSKeyFile, "nats-tls-key", "", "external NATS: client key file")
