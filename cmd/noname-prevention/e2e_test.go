@@ -109,7 +109,7 @@ func TestEndToEndIPBlock(t *testing.T) {
 	}
 }
 
-func jwtWith(t *testing.T, claims string) string {
+func jwtWith(t testing.TB, claims string) string {
 	t.Helper()
 	enc := base64.RawURLEncoding
 	return enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims)) + ".c2lnbmF0dXJl"
@@ -363,7 +363,7 @@ func TestHeaderHiddenPastTheLimit(t *testing.T) {
 }
 
 func TestDump(t *testing.T) {
-	info, err := kongdriver.Dump(testContext(t), binary(t, "plugin"))
+	info, err := kongdriver.Dump(testContext(t), pluginBinary(t, "plugin"))
 	if err != nil {
 		t.Fatal(err)
 	}

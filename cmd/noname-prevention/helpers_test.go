@@ -64,6 +64,7 @@ var variants = map[string]struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	stopBenchStore()
 	if buildDir.dir != "" {
 		_ = os.RemoveAll(buildDir.dir)
 	}
@@ -71,7 +72,7 @@ func TestMain(m *testing.M) {
 }
 
 // binary returns the path of a built variant; its file name is the plugin's name.
-func binary(tb testing.TB, variant string) string {
+func pluginBinary(tb testing.TB, variant string) string {
 	tb.Helper()
 	buildDir.once.Do(func() { buildDir.dir, buildDir.err = os.MkdirTemp("", "np-bin") })
 	if buildDir.err != nil {
@@ -137,7 +138,7 @@ type plugin struct {
 func startPlugin(tb testing.TB, variant string, env ...string) *plugin {
 	tb.Helper()
 	lb := &logBuffer{tb: tb}
-	d, err := kongdriver.Start(testContext(tb), kongdriver.Config{Binary: binary(tb, variant), Env: env, Stdout: lb, Stderr: lb})
+	d, err := kongdriver.Start(testContext(tb), kongdriver.Config{Binary: pluginBinary(tb, variant), Env: env, Stdout: lb, Stderr: lb})
 	if err != nil {
 		tb.Fatalf("start %s: %v", variant, err)
 	}
@@ -325,4 +326,12 @@ func deadURL(tb testing.TB) string {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
+}
+
+// serveHTTP serves h until the test ends and returns its URL.
+func serveHTTP(tb testing.TB, h http.Handler) string {
+	tb.Helper()
+	hs := httptest.NewServer(h)
+	tb.Cleanup(hs.Close)
+	return hs.URL
 }
