@@ -292,7 +292,9 @@ func BenchmarkPropagation(b *testing.B) {
 	}
 	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(lat)), "ns/op") // the mean; the quantiles follow
 	slices.Sort(lat)
-	q := func(f float64) float64 { return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))].Microseconds()) / 1000 }
+	q := func(f float64) float64 {
+		return float64(lat[min(len(lat)-1, int(f*float64(len(lat))))].Microseconds()) / 1000
+	}
 	b.ReportMetric(q(0.5), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max-ms")
