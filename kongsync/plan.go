@@ -1,0 +1,475 @@
+package kongsync
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/kong/go-kong/kong"
+
+	"github.com/blockwire/blockwire/schemas"
+)
+
+// Instance is one managed plugin as it should be in Kong.
+type Instance struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Scope   Scope  `json:"scope"`
+	Entries int    `json:"entries"` // deny entries of an ip-restriction; 1 for a request-termination
+
+	plugin *kong.Plugin // the full entity a write sends
+	hash   string       // of plugin without its id, to recognise drift
+}
+
+// key identifies an instance by what it is (name and scope), whatever its id.
+func (in Instance) key() string { return in.Name + "|" + in.Scope.String() }
+
+// Op actions.
+const (
+	ActionCreate = "create" // PUT a plugin Kong does not have
+	ActionUpdate = "update" // PUT over a managed plugin that differs
+	ActionDelete = "delete" // DELETE a managed plugin nothing asks for any more
+)
+
+// Op is one write of a plan.
+type Op struct {
+	Action  string `json:"action"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Scope   Scope  `json:"scope"`
+	Entries int    `json:"entries,omitempty"`
+	// Drift marks a write that repairs Kong: the desired state of this instance is what the sync
+	// last left in Kong, yet Kong differs (edited or deleted by hand, restored from a backup).
+	Drift bool `json:"drift,omitempty"`
+
+	plugin *kong.Plugin
+	done   bool // written by apply
+}
+
+// Unresolved is a block scope Kong cannot hold; those blocks stay the plugin's alone.
+type Unresolved struct {
+	Kind     schemas.EntityType `json:"kind"` // ip (addresses and ranges) or consumer
+	Service  string             `json:"service,omitempty"`
+	Route    string             `json:"route,omitempty"`
+	Consumer string             `json:"consumer,omitempty"`
+	Blocks   int                `json:"blocks"`
+	Reason   string             `json:"reason"`
+}
+
+// Plan is what one reconcile found and means to write.
+type Plan struct {
+	Instances  []Instance                 `json:"instances"`
+	Ops        []Op                       `json:"ops"`
+	Risks      []Risk                     `json:"risks"`
+	Unresolved []Unresolved               `json:"unresolved"`
+	PluginOnly map[schemas.EntityType]int `json:"pluginOnly"` // active blocks only the plugin enforces
+	Blocks     int                        `json:"blocks"`     // active blocks of every kind
+
+	next time.Time // the earliest expiry among projected blocks, when a reconcile is due anyway
+}
+
+// planner holds what a plan is computed from.
+type planner struct {
+	workspace string
+	message   string
+	res       *resolver
+	applied   map[string]string // instance key → content the sync last left in Kong; nil before the first success
+}
+
+// plan compares the desired state with Kong's plugins and lists the writes that converge them.
+func (pl *planner) plan(ctx context.Context, d desiredState, plugins []*kong.Plugin) (*Plan, error) {
+	p := &Plan{PluginOnly: d.pluginOnly, Blocks: d.blocks, Ops: []Op{}, Instances: []Instance{}, Risks: []Risk{}, Unresolved: []Unresolved{}}
+	var managed, users []*kong.Plugin
+	for _, k := range plugins {
+		switch {
+		case hasTag(k, ManagedTag) && (str(k.Name) == pluginIPRestriction || str(k.Name) == pluginTermination):
+			managed = append(managed, k)
+		case !hasTag(k, ManagedTag):
+			users = append(users, k)
+		}
+	}
+	denyInst, err := pl.denyInstances(ctx, p, d, users)
+	if err != nil {
+		return nil, err
+	}
+	termInst, err := pl.terminationInstances(ctx, p, d, users)
+	if err != nil {
+		return nil, err
+	}
+	p.Instances = append(denyInst, termInst...)
+	pl.diff(p, managed)
+	return p, nil
+}
+
+// denyInstances decides the managed ip-restriction instances and the precedence risks.
+func (pl *planner) denyInstances(ctx context.Context, p *Plan, d desiredState, users []*kong.Plugin) ([]Instance, error) {
+	lists := map[Scope][]string{}
+	for _, ref := range sortedRefs(d.deny) {
+		sc, problem, err := pl.res.scope(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		if problem != "" {
+			p.Unresolved = append(p.Unresolved, Unresolved{Kind: schemas.EntityIP, Service: ref.Service, Route: ref.Route,
+				Blocks: len(d.deny[ref]), Reason: problem})
+			continue
+		}
+		lists[sc] = append(lists[sc], d.deny[ref]...)
+	}
+	// Resolve every route involved, ours and the users', so that overlaps can be decided.
+	routeSvc := map[string]string{}
+	for sc := range lists {
+		if sc.Route != "" {
+			svc, err := pl.res.routeService(ctx, sc.Route)
+			if err != nil {
+				return nil, err
+			}
+			routeSvc[sc.Route] = svc
+		}
+	}
+	var userIPR []*kong.Plugin
+	for _, u := range users {
+		if str(u.Name) != pluginIPRestriction {
+			continue
+		}
+		userIPR = append(userIPR, u)
+		if r := scopeOf(u).Route; r != "" {
+			svc, err := pl.res.routeService(ctx, r)
+			if err != nil {
+				return nil, err
+			}
+			routeSvc[r] = svc
+		}
+	}
+	rs := func(route string) string { return routeSvc[route] }
+
+	// Kong runs only the most specific instance: carry the less specific managed lists into every
+	// more specific managed instance, so that scoped blocks never hide global ones.
+	global := lists[Scope{}]
+	full := map[Scope][]string{}
+	for sc, list := range lists {
+		all := slices.Clone(list)
+		if sc != (Scope{}) {
+			all = append(all, global...)
+		}
+		if svc := routeSvc[sc.Route]; sc.Route != "" && svc != "" {
+			all = append(all, lists[Scope{Service: svc}]...)
+		}
+		full[sc] = sortAddrs(all)
+	}
+
+	var out []Instance
+	for _, sc := range sortedScopes(full) {
+		list := full[sc]
+		blocked := false
+		for _, u := range userIPR {
+			us := scopeOf(u)
+			switch {
+			case us == sc: // Kong allows one ip-restriction per scope: ours would be a 409
+				blocked = true
+				p.addRisk(RiskOccupied, u, sc, missing(list, u))
+			case enabled(u) && sc.rank() < us.rank() && overlaps(us, sc, rs):
+				// Ours would outrank theirs and silently switch it off for these requests.
+				blocked = true
+				p.addRisk(RiskShadow, u, sc, missing(list, u))
+			}
+		}
+		if blocked {
+			continue
+		}
+		out = append(out, pl.instance(pluginIPRestriction, sc, len(list), pl.ipRestriction(sc, list)))
+	}
+	// The precedence trap: a user-owned instance more specific than a managed one takes its place.
+	for _, inst := range out {
+		for _, u := range userIPR {
+			us := scopeOf(u)
+			if enabled(u) && us != inst.Scope && us.rank() < inst.Scope.rank() && overlaps(us, inst.Scope, rs) {
+				p.addRisk(RiskBypass, u, inst.Scope, missing(full[inst.Scope], u))
+			}
+		}
+	}
+	return out, nil
+}
+
+// terminationInstances decides the managed request-termination instances for consumer blocks.
+func (pl *planner) terminationInstances(ctx context.Context, p *Plan, d desiredState, users []*kong.Plugin) ([]Instance, error) {
+	refs := make([]consumerRef, 0, len(d.consumers))
+	for ref := range d.consumers {
+		refs = append(refs, ref)
+	}
+	slices.SortFunc(refs, func(a, b consumerRef) int {
+		return cmp.Or(cmp.Compare(a.Consumer, b.Consumer), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Route, b.Route))
+	})
+	seen := map[Scope]bool{}
+	var out []Instance
+	for _, ref := range refs {
+		unresolved := Unresolved{Kind: schemas.EntityConsumer, Consumer: ref.Consumer, Service: ref.Service, Route: ref.Route, Blocks: 1}
+		cid, err := pl.res.consumer(ctx, ref.Consumer)
+		if err != nil {
+			return nil, err
+		}
+		if cid == "" {
+			unresolved.Reason = fmt.Sprintf("consumer %q not found in Kong", ref.Consumer)
+			p.Unresolved = append(p.Unresolved, unresolved)
+			continue
+		}
+		sc, problem, err := pl.res.scope(ctx, ref.scopeRef)
+		if err != nil {
+			return nil, err
+		}
+		if problem != "" {
+			unresolved.Reason = problem
+			p.Unresolved = append(p.Unresolved, unresolved)
+			continue
+		}
+		sc.Consumer = cid
+		if seen[sc] { // the same consumer named by username and by id
+			continue
+		}
+		seen[sc] = true
+		occupied := false
+		for _, u := range users {
+			if str(u.Name) == pluginTermination && scopeOf(u) == sc {
+				occupied = true
+				p.addRisk(RiskOccupied, u, sc, 1)
+			}
+		}
+		if !occupied {
+			out = append(out, pl.instance(pluginTermination, sc, 1, pl.termination(sc)))
+		}
+	}
+	return out, nil
+}
+
+// diff turns instances and the managed plugins Kong has into writes.
+func (pl *planner) diff(p *Plan, managed []*kong.Plugin) {
+	have := map[string]*kong.Plugin{}
+	for _, k := range managed {
+		have[str(k.Name)+"|"+scopeOf(k).String()] = k
+	}
+	for i := range p.Instances {
+		inst := &p.Instances[i]
+		key := inst.key()
+		cur := have[key]
+		delete(have, key)
+		op := Op{ID: inst.ID, Name: inst.Name, Scope: inst.Scope, Entries: inst.Entries, plugin: inst.plugin}
+		switch {
+		case cur == nil:
+			op.Action = ActionCreate
+		case str(cur.ID) != inst.ID:
+			// A managed plugin at this scope under another id (an older blockwire, a restore):
+			// adopt it, its tag, name and scope checked, rather than delete and recreate it.
+			inst.ID, op.ID = str(cur.ID), str(cur.ID)
+			adopted := *inst.plugin
+			adopted.ID = kong.String(inst.ID)
+			inst.plugin, op.plugin = &adopted, &adopted
+			if matches(cur, &adopted) {
+				continue
+			}
+			op.Action = ActionUpdate
+		case matches(cur, inst.plugin):
+			continue
+		default:
+			op.Action = ActionUpdate
+		}
+		op.Drift = pl.applied != nil && pl.applied[key] == inst.hash
+		p.Ops = append(p.Ops, op)
+	}
+	slices.SortStableFunc(p.Ops, func(a, b Op) int { return cmp.Compare(b.Scope.rank(), a.Scope.rank()) })
+	for _, k := range sortedPlugins(have) {
+		// A managed plugin the last success did not leave (restored from a backup) is drift; one
+		// it left is simply no longer wanted.
+		_, known := pl.applied[str(k.Name)+"|"+scopeOf(k).String()]
+		p.Ops = append(p.Ops, Op{Action: ActionDelete, ID: str(k.ID), Name: str(k.Name), Scope: scopeOf(k),
+			Drift: pl.applied != nil && !known})
+	}
+}
+
+func (pl *planner) instance(name string, sc Scope, entries int, k *kong.Plugin) Instance {
+	return Instance{ID: *k.ID, Name: name, Scope: sc, Entries: entries, plugin: k, hash: hashPlugin(k)}
+}
+
+// ipRestriction is the managed deny list at a scope. Every config field is given (unset ones as
+// null) so that a plugin edited by hand is told apart from ours.
+func (pl *planner) ipRestriction(sc Scope, deny []string) *kong.Plugin {
+	k := pl.base(pluginIPRestriction, sc)
+	k.Config = kong.Configuration{"allow": nil, "deny": deny, "status": 403, "message": pl.message}
+	return k
+}
+
+// termination blocks a consumer with 403 and the message.
+func (pl *planner) termination(sc Scope) *kong.Plugin {
+	k := pl.base(pluginTermination, sc)
+	k.Config = kong.Configuration{"status_code": 403, "message": pl.message, "body": nil, "content_type": nil,
+		"trigger": nil, "echo": false}
+	return k
+}
+
+func (pl *planner) base(name string, sc Scope) *kong.Plugin {
+	k := &kong.Plugin{
+		ID: kong.String(PluginID(pl.workspace, name, sc)), Name: kong.String(name),
+		InstanceName: kong.String(instanceName(name, sc)), Enabled: kong.Bool(true),
+		Tags: kong.StringSlice(ManagedTag),
+	}
+	if sc.Service != "" {
+		k.Service = &kong.Service{ID: kong.String(sc.Service)}
+	}
+	if sc.Route != "" {
+		k.Route = &kong.Route{ID: kong.String(sc.Route)}
+	}
+	if sc.Consumer != "" {
+		k.Consumer = &kong.Consumer{ID: kong.String(sc.Consumer)}
+	}
+	return k
+}
+
+func hashPlugin(k *kong.Plugin) string {
+	c := *k
+	c.ID = nil                  // the same content under an adopted id is the same instance
+	data, _ := json.Marshal(&c) // maps marshal with sorted keys: deterministic
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// matches reports whether a plugin in Kong already is what the sync would write.
+func matches(have, want *kong.Plugin) bool {
+	if str(have.Name) != str(want.Name) || scopeOf(have) != scopeOf(want) || !enabled(have) ||
+		str(have.InstanceName) != str(want.InstanceName) || !sameSet(strs(have.Tags), strs(want.Tags)) {
+		return false
+	}
+	for k, w := range want.Config {
+		if !sameValue(have.Config[k], w) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameValue compares a config value Kong answered (decoded JSON) with one the sync sends.
+func sameValue(have, want any) bool {
+	switch w := want.(type) {
+	case nil:
+		switch h := have.(type) {
+		case nil:
+			return true
+		case []any:
+			return len(h) == 0
+		}
+		return false
+	case []string:
+		h, ok := have.([]any)
+		if !ok || len(h) != len(w) {
+			return false
+		}
+		hs := make([]string, 0, len(h))
+		for _, v := range h {
+			s, ok := v.(string)
+			if !ok {
+				return false
+			}
+			hs = append(hs, s)
+		}
+		return sameSet(hs, w)
+	case int:
+		h, ok := have.(float64)
+		return ok && h == float64(w)
+	}
+	return have == want
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := make(map[string]int, len(a))
+	for _, s := range a {
+		set[s]++
+	}
+	for _, s := range b {
+		if set[s] == 0 {
+			return false
+		}
+		set[s]--
+	}
+	return true
+}
+
+// missing counts the entries of list a user-owned ip-restriction does not deny itself.
+func missing(list []string, u *kong.Plugin) int {
+	if !enabled(u) {
+		return len(list)
+	}
+	deny := map[string]bool{}
+	if raw, ok := u.Config["deny"].([]any); ok {
+		for _, v := range raw {
+			if s, ok := v.(string); ok {
+				deny[s] = true
+			}
+		}
+	}
+	n := 0
+	for _, s := range list {
+		if !deny[s] {
+			n++
+		}
+	}
+	return n
+}
+
+func hasTag(k *kong.Plugin, tag string) bool { return slices.Contains(strs(k.Tags), tag) }
+
+func enabled(k *kong.Plugin) bool { return k.Enabled == nil || *k.Enabled }
+
+func str(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func strs(list []*string) []string {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		if s != nil {
+			out = append(out, *s)
+		}
+	}
+	return out
+}
+
+func sortedRefs(m map[scopeRef][]string) []scopeRef {
+	out := make([]scopeRef, 0, len(m))
+	for r := range m {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b scopeRef) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Route, b.Route))
+	})
+	return out
+}
+
+// sortedScopes orders scopes least specific first (global first), then by name.
+func sortedScopes[V any](m map[Scope]V) []Scope {
+	out := make([]Scope, 0, len(m))
+	for s := range m {
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Scope) int {
+		return cmp.Or(cmp.Compare(b.rank(), a.rank()), cmp.Compare(a.String(), b.String()))
+	})
+	return out
+}
+
+func sortedPlugins(m map[string]*kong.Plugin) []*kong.Plugin {
+	out := make([]*kong.Plugin, 0, len(m))
+	for _, k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b *kong.Plugin) int { return cmp.Compare(str(a.ID), str(b.ID)) })
+	return out
+}
