@@ -165,6 +165,7 @@ func (b *blocks) submit(w http.ResponseWriter, r *http.Request, inc schemas.Inci
 		if ve, ok := errors.AsType[*schemas.ValidationError](err); ok {
 			vs = requestPaths(ve.Violations)
 		}
+		b.inc.m.manual.WithLabelValues("invalid").Inc()
 		writeProblem(w, http.StatusBadRequest, "invalid-block", "Invalid block request", "see violations", vs)
 		return
 	}
@@ -174,14 +175,17 @@ func (b *blocks) submit(w http.ResponseWriter, r *http.Request, inc schemas.Inci
 		err = b.cfg.Preflight(e, inc.Scope, inc.DurationSeconds)
 	}
 	if err != nil {
+		b.inc.m.manual.WithLabelValues("refused").Inc()
 		writeProblem(w, http.StatusUnprocessableEntity, "refused", "Refused by a guardrail", err.Error(), nil)
 		return
 	}
 	ack, err := b.inc.store(r.Context(), b.cfg.Subject, body, inc.ID, schemas.SourceManual, actor)
 	if err != nil {
+		b.inc.m.manual.WithLabelValues("unavailable").Inc()
 		b.inc.unavailable(w, inc.ID, err)
 		return
 	}
+	b.inc.m.manual.WithLabelValues("accepted").Inc()
 	b.inc.log.Info().Str("incident", inc.ID).Str("type", string(inc.Type)).Str("key", key).Str("actor", actor).
 		Uint64("seq", ack.Sequence).Msg("manual action stored")
 	writeJSON(w, http.StatusAccepted, ManualAccepted{Accepted: Accepted{ID: inc.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, Key: key})

@@ -62,6 +62,7 @@ func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ack, err := h.store(r.Context(), h.subject, body, MsgID(inc, body), schemas.SourceWebhook, "")
 	if err != nil {
+		h.m.requests.WithLabelValues("unavailable").Inc()
 		h.unavailable(w, inc.ID, err)
 		return
 	}
@@ -112,7 +113,6 @@ func (h *incidents) store(ctx context.Context, subject string, body []byte, msgI
 
 // unavailable answers 503: the incident was not stored, the sender must retry.
 func (h *incidents) unavailable(w http.ResponseWriter, id string, err error) {
-	h.m.requests.WithLabelValues("unavailable").Inc()
 	h.log.Warn().Err(err).Str("incident", id).Msg("incident not stored")
 	w.Header().Set("Retry-After", h.retryAfter)
 	writeProblem(w, http.StatusServiceUnavailable, "unavailable", "Storage unavailable",

@@ -12,8 +12,12 @@ var outcomes = []string{
 	"invalid", "method_not_allowed", "unavailable",
 }
 
+// Outcomes of a manual action (POST /v1/blocks, DELETE /v1/blocks/{key}).
+var manualOutcomes = []string{"accepted", "invalid", "refused", "unavailable"}
+
 type metrics struct {
 	requests *prometheus.CounterVec
+	manual   *prometheus.CounterVec
 	publish  prometheus.Histogram
 }
 
@@ -23,13 +27,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "blockwire", Subsystem: "webhook", Name: "requests_total",
 			Help: "Requests to POST /v1/incidents by outcome.",
 		}, []string{"outcome"}),
+		manual: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blockwire", Subsystem: "api", Name: "manual_actions_total",
+			Help: "Manual blocks and unblocks (POST /v1/blocks, DELETE /v1/blocks/{key}) by outcome.",
+		}, []string{"outcome"}),
 		publish: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "blockwire", Subsystem: "webhook", Name: "publish_seconds",
-			Help:    "Time from publishing an incident to JetStream's acknowledgement.",
+			Help:    "Time from publishing an incident (webhook or manual) to JetStream's acknowledgement.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.publish} {
+	for _, c := range []prometheus.Collector{m.requests, m.manual, m.publish} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
 		}
@@ -37,6 +45,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	// Pre-create every outcome so dashboards see zeros, not gaps.
 	for _, o := range outcomes {
 		m.requests.WithLabelValues(o)
+	}
+	for _, o := range manualOutcomes {
+		m.manual.WithLabelValues(o)
 	}
 	return m, nil
 }

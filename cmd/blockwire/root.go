@@ -45,7 +45,7 @@ func newRootCmd() *cobra.Command {
 func bindEnv(fs *pflag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed {
+		if err != nil || f.Changed || !fromEnv(f.Name) {
 			return
 		}
 		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
@@ -56,6 +56,17 @@ func bindEnv(fs *pflag.FlagSet) error {
 		}
 	})
 	return err
+}
+
+// fromEnv: flags that are actions of one invocation, not configuration,
+// are never read from the environment (a stray BLOCKWIRE_CHECK_CONFIG
+// would make every serve exit).
+func fromEnv(flag string) bool {
+	switch flag {
+	case "check-config", "help", "dry-run":
+		return false
+	}
+	return true
 }
 
 func (lo *logOptions) logger(w io.Writer) (zerolog.Logger, error) {

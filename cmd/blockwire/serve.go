@@ -71,14 +71,16 @@ func addBrokerFlags(fs *pflag.FlagSet, c *broker.Config, serve bool) {
 	if serve {
 		fs.StringVar(&c.URL, "nats-url", "", "external NATS URL(s), comma separated; empty starts an embedded NATS server")
 		fs.StringVar(&c.DataDir, "data-dir", "./data", "embedded NATS: JetStream file store directory")
-		fs.StringVar(&c.Listen, "nats-listen", "127.0.0.1:4222", "embedded NATS: listen address, for the CLI and Kong's plugin")
+		fs.StringVar(&c.Listen, "nats-listen", "127.0.0.1:4222", "embedded NATS: listen address, for Kong's plugin and the replay, explain and rebuild commands")
+		fs.IntVar(&c.Names.Replicas, "replicas", 1, "replicas of the streams and the bucket when blockwire creates them (3 on a NATS cluster)")
 	} else {
 		fs.StringVar(&c.URL, "nats-url", "nats://127.0.0.1:4222", "NATS URL(s), comma separated")
 	}
 	fs.StringVar(&c.CredsFile, "nats-creds", "", "external NATS: credentials file")
 	fs.StringVar(&c.NKeySeedFile, "nats-nkey", "", "external NATS: NKey seed file")
-	fs.StringVar(&c.User, "nats-user", "", "NATS user name")
+	fs.StringVar(&c.User, "nats-user", "", "NATS user name (with no --nats-url: the embedded server's own login)")
 	fs.StringVar(&c.Password, "nats-password", "", "NATS password (prefer BLOCKWIRE_NATS_PASSWORD)")
+	fs.StringVar(&c.Token, "nats-token", "", "NATS token (prefer BLOCKWIRE_NATS_TOKEN)")
 	fs.StringVar(&c.TLSCAFile, "nats-tls-ca", "", "external NATS: CA certificate file")
 	fs.StringVar(&c.TLSCertFile, "nats-tls-cert", "", "external NATS: client certificate file")
 	fs.StringVar(&c.TLSKeyFile, "nats-tls-key", "", "external NATS: client key file")
