@@ -28,8 +28,16 @@ run: build
 test: build
 	$(GO) test -race -count=1 ./...
 
-# Every Go benchmark, then the webhook load test against a real serve process.
-bench: bench-go bench-webhook
+# Every benchmark of the project — the Go benchmarks (each beside its reference
+# measured in the same run), then the webhook load test against a real serve —
+# and one summary table. Outputs stay in $(BENCH_OUT).
+BENCH_OUT ?= bench-results
+bench: build
+	@mkdir -p $(BENCH_OUT)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./... | tee $(BENCH_OUT)/go.txt
+	./internal/bench/webhook.sh | tee $(BENCH_OUT)/webhook.txt
+	@echo; echo "== summary ($$(nproc) cores, $$(awk '/^MemTotal:/ {printf "%.1f GiB", $$2/1048576}' /proc/meminfo))"
+	@$(GO) run ./internal/bench/summary $(BENCH_OUT)/go.txt $(BENCH_OUT)/webhook.txt
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...

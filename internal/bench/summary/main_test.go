@@ -1,0 +1,34 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	in := `goos: linux
+pkg: github.com/blockwire/blockwire/consumer
+BenchmarkApply-2   	       3	 556805964 ns/op	     35919 entities/s	         0.3600 ratio	     99775 raw_puts/s
+PASS
+median of 3 run(s) per target (each metric separately):
+     target  accepted/s     p50      p99  errors
+    webhook     16029.5  3.47ms  11.87ms       0
+  reference     14069.9  4.17ms  11.58ms       0
+ratio webhook/reference = 1.14 (accepted/s)
+`
+	rows := parse(strings.NewReader(in))
+	want := []row{
+		{pkg: "consumer", name: "Apply", metrics: []string{"556805964 ns/op", "35919 entities/s", "0.3600 ratio", "99775 raw_puts/s"}},
+		{pkg: "webhook load", name: "webhook", metrics: []string{"16029.5 accepted/s", "3.47ms p50", "11.87ms p99", "0 errors"}},
+		{pkg: "webhook load", name: "reference", metrics: []string{"14069.9 accepted/s", "4.17ms p50", "11.58ms p99", "0 errors"}},
+		{pkg: "webhook load", name: "webhook/reference", metrics: []string{"1.14 ratio"}},
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("%d rows, want %d: %+v", len(rows), len(want), rows)
+	}
+	for i := range want {
+		if rows[i].pkg != want[i].pkg || rows[i].name != want[i].name || strings.Join(rows[i].metrics, "|") != strings.Join(want[i].metrics, "|") {
+			t.Errorf("row %d: %+v, want %+v", i, rows[i], want[i])
+		}
+	}
+}
