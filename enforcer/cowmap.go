@@ -19,10 +19,13 @@ const (
 func shardOf(h uint64) uint64 { return h >> (64 - shardBits) }
 func tagOf(h uint64) uint32   { return uint32(h>>32) & 0xff }
 
-// entry is one key and its rule.
+// entry is one key and its rule, stored without pointers (for address and digest keys) so
+// the garbage collector skips a million of them instead of scanning them on every cycle:
+// the rare scoped blocks sit in the shard's scoped list, referenced by position.
 type entry[K comparable] struct {
-	k K
-	r rule
+	k    K
+	exp  int64
+	sidx uint32 // 1 + position in shard.scoped; 0 = no scoped blocks
 }
 
 // shard is one immutable part of a cowMap: a compact open-addressing table built once and
@@ -33,6 +36,7 @@ type entry[K comparable] struct {
 type shard[K comparable] struct {
 	index   []uint32
 	entries []entry[K]
+	scoped  []*scopeSet
 	mask    uint64
 	// minExp is the earliest expiry in the shard (0 when nothing in it expires), so the
 	// expiry sweep skips shards with nothing due.
@@ -48,10 +52,18 @@ func (s *shard[K]) find(k K, h uint64) (rule, bool) {
 		}
 		if v>>24 == tag {
 			if e := &s.entries[v&0xffffff-1]; e.k == k {
-				return e.r, true
+				return s.rule(e), true
 			}
 		}
 	}
+}
+
+func (s *shard[K]) rule(e *entry[K]) rule {
+	r := rule{exp: e.exp}
+	if e.sidx != 0 {
+		r.scoped = s.scoped[e.sidx-1]
+	}
+	return r
 }
 
 // freeze builds the immutable shard holding m.
@@ -67,7 +79,12 @@ func freeze[K comparable](m map[K]rule, hash func(K) uint64) *shard[K] {
 		for s.index[i] != 0 {
 			i = (i + 1) & s.mask
 		}
-		s.entries = append(s.entries, entry[K]{k, r})
+		e := entry[K]{k: k, exp: r.exp}
+		if r.scoped != nil {
+			s.scoped = append(s.scoped, r.scoped)
+			e.sidx = uint32(len(s.scoped))
+		}
+		s.entries = append(s.entries, e)
 		s.index[i] = tagOf(h)<<24 | uint32(len(s.entries))
 		if e := r.minExp(); e != 0 && (s.minExp == 0 || e < s.minExp) {
 			s.minExp = e
@@ -82,8 +99,8 @@ func (s *shard[K]) thaw() map[K]rule {
 		return map[K]rule{}
 	}
 	m := make(map[K]rule, len(s.entries)+1)
-	for _, e := range s.entries {
-		m[e.k] = e.r
+	for i := range s.entries {
+		m[s.entries[i].k] = s.rule(&s.entries[i])
 	}
 	return m
 }
@@ -113,8 +130,8 @@ func (c *cowMap[K]) get(k K, h uint64) (rule, bool) {
 func (c *cowMap[K]) each(fn func(K, rule)) {
 	for i := range c.shards {
 		if s := c.shards[i].Load(); s != nil {
-			for _, e := range s.entries {
-				fn(e.k, e.r)
+			for i := range s.entries {
+				fn(s.entries[i].k, s.rule(&s.entries[i]))
 			}
 		}
 	}

@@ -115,7 +115,7 @@ func stopBenchStore() {
 func fillBlocks(ctx context.Context, js jetstream.JetStream, bucket string, n int) error {
 	exp := time.Now().Add(24 * time.Hour).UTC()
 	created := time.Now().UTC()
-	futures := make([]jetstream.PubAckFuture, 0, 4096)
+	futures := make([]jetstream.PubAckFuture, 0, 2000) // under the client's 4000 pending
 	wait := func() error {
 		for _, f := range futures {
 			select {
