@@ -1,4 +1,6 @@
 # blockwire — two commands: `make run` starts a working system, `make test` proves it.
+SHELL       := bash
+.SHELLFLAGS := -o pipefail -ec
 GO        ?= go
 BIN       ?= bin
 DATA_DIR  ?= ./data

@@ -93,7 +93,9 @@ func (s *Syncer) loop(ctx context.Context, l *lease, state *blockState, ready <-
 				full = true // after a failure, re-read names as well
 				schedule(blockedUntil)
 			} else if !next.IsZero() {
-				schedule(time.Now().Add(next.Sub(s.cfg.Now())))
+				// At the next expiry, but never sooner than a window away: thousands of blocks
+				// expiring one by one must not become thousands of writes.
+				schedule(time.Now().Add(max(next.Sub(s.cfg.Now()), s.cfg.Window)))
 			}
 		}
 	}
