@@ -36,7 +36,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&lo.level, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&lo.format, "log-format", "auto", "log format: json, console, or auto (console on a terminal, JSON otherwise)")
-	root.AddCommand(newServeCmd(lo), newBlockCmd(), newUnblockCmd(), newBlocksCmd(), newReplayCmd(), newExplainCmd(), newRebuildCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(lo), newBlockCmd(), newUnblockCmd(), newBlocksCmd(), newReplayCmd(), newExplainCmd(), newRebuildCmd(), newKongSyncCmd(lo), newVersionCmd())
 	return root
 }
 
@@ -63,7 +63,7 @@ func bindEnv(fs *pflag.FlagSet) error {
 // would make every serve exit).
 func fromEnv(flag string) bool {
 	switch flag {
-	case "check-config", "help", "dry-run":
+	case "check-config", "help", "dry-run", "once":
 		return false
 	}
 	return true

@@ -51,6 +51,7 @@ func newServeCmd(lo *logOptions) *cobra.Command {
 	fs.BoolVar(&cfg.IngestOnly, "ingest-only", false, "serve the API but do not apply incidents (other replicas consume)")
 	addGuardrailFlags(fs, &cfg.Guardrails)
 	addBrokerFlags(fs, &cfg.Broker, true)
+	addKongFlags(fs, &cfg.KongSync)
 	return cmd
 }
 

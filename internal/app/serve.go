@@ -41,6 +41,8 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown: in-flight requests, then
 	// the NATS drain. Default 15s.
 	ShutdownTimeout time.Duration
+	// KongSync projects the blocks onto Kong's Admin API when its URL is set.
+	KongSync KongSync
 	// Logger is injected.
 	Logger zerolog.Logger
 }
@@ -62,6 +64,9 @@ func Check(cfg Config) error {
 		return err
 	}
 	if err := cfg.Guardrails.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.KongSync.Check(); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(cfg.HTTPAddr); err != nil {
@@ -135,6 +140,11 @@ func Serve(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	syncer, err := cfg.KongSync.Syncer(b, reg, log)
+	if err != nil {
+		return err
+	}
+
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -162,6 +172,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	})
 	if !cfg.IngestOnly {
 		g.Go(func() error { return cons.Run(gctx) })
+	}
+	if syncer != nil {
+		g.Go(func() error { return syncer.Run(gctx) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
