@@ -2,7 +2,6 @@ package kongsync
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,6 +21,9 @@ type session struct {
 	failures int // consecutive failed reconciles
 	drift    int // writes that repaired drift, for the status
 	lastOK   time.Time
+	// lastFailed is the failure last audited, so that a lasting outage is one record, not one
+	// per retry.
+	lastFailed string
 }
 
 func newSession(api *admin) *session { return &session{res: newResolver(api)} }
@@ -225,13 +227,13 @@ func (s *Syncer) reconcile(ctx context.Context, ss *session, state *blockState, 
 			ss.lastOK = s.cfg.Now()
 			s.m.lastOK.Set(float64(ss.lastOK.Unix()))
 		}
-		if done > 0 || len(failures) > 0 || (err != nil && !errors.Is(err, errLeaseLost) && ctx.Err() == nil) {
-			s.auditPlan(ctx, seq, plan, done, failures, err)
-		}
 		if done > 0 {
 			s.log.Info().Int("writes", done).Int("managed", len(plan.Instances)).Int("blocks", plan.Blocks).
 				Dur("took", elapsed).Msg("kong sync applied")
 		}
+	}
+	if ctx.Err() == nil && !errors.Is(err, errLeaseLost) {
+		s.auditPlan(ctx, ss, seq, plan, done, failures, err)
 	}
 	st := Status{State: StateSynced, Duration: elapsed.Round(time.Millisecond).String(), Writes: done,
 		LastSuccess: ss.lastOK, DriftRepaired: ss.drift}
@@ -293,137 +295,5 @@ func (s *Syncer) observePlan(ss *session, plan *Plan) {
 	}
 	if len(plan.Risks) == 0 {
 		s.log.Info().Msg("no kong bypass risks left")
-	}
-}
-
-// apply performs the plan's writes in order. It stops at the first failure that will not go away
-// by itself (credentials, DB-less, Kong unavailable after retries, lease lost) and goes on past
-// writes Kong refused, which it returns as failures.
-func (s *Syncer) apply(ctx context.Context, plan *Plan, valid func() bool) (int, []string, error) {
-	done := 0
-	var failures []string
-	for i := range plan.Ops {
-		op := &plan.Ops[i]
-		if valid != nil && !valid() {
-			return done, failures, errLeaseLost
-		}
-		var err error
-		switch op.Action {
-		case ActionCreate, ActionUpdate:
-			if data, merr := json.Marshal(op.plugin); merr == nil {
-				s.m.body.Observe(float64(len(data)))
-			}
-			err = s.api.putPlugin(ctx, op.plugin)
-			if errors.Is(err, ErrConflict) {
-				err = s.resolveConflict(ctx, plan, op)
-			}
-		case ActionDelete:
-			err = s.api.deletePlugin(ctx, op.ID)
-		}
-		switch {
-		case err == nil:
-			op.done = true
-			done++
-		case errors.Is(err, errOccupied):
-		case ctx.Err() != nil, errors.Is(err, ErrUnauthorized), errors.Is(err, ErrDBLess), errors.Is(err, ErrUnavailable):
-			return done, failures, err
-		default:
-			failures = append(failures, fmt.Sprintf("%s %s %s: %v", op.Action, op.Name, op.Scope, err))
-		}
-	}
-	return done, failures, nil
-}
-
-// errOccupied: a write found a user-owned instance at its scope; reported as a risk, not a failure.
-var errOccupied = errors.New("scope occupied by a user-owned plugin")
-
-// resolveConflict handles a 409 on a PUT: Kong holds another plugin of that name at that scope,
-// or with that instance name, which the plan did not see (it appeared since Kong was read). It
-// re-reads Kong; a managed plugin (tag, name and scope checked) is adopted and written under its
-// own id; a user-owned one is reported as a risk and left alone.
-func (s *Syncer) resolveConflict(ctx context.Context, plan *Plan, op *Op) error {
-	plugins, err := s.api.listPlugins(ctx)
-	if err != nil {
-		return err
-	}
-	instance := str(op.plugin.InstanceName)
-	for _, k := range plugins {
-		if str(k.ID) == op.ID {
-			continue
-		}
-		sameScope := str(k.Name) == op.Name && scopeOf(k) == op.Scope
-		sameInstance := instance != "" && str(k.InstanceName) == instance
-		switch {
-		case sameScope && hasTag(k, ManagedTag):
-			adopted := *op.plugin
-			adopted.ID = k.ID
-			if err := s.api.putPlugin(ctx, &adopted); err != nil {
-				return err
-			}
-			s.log.Info().Str("id", str(k.ID)).Str("scope", op.Scope.String()).Msg("adopted a managed plugin found under another id")
-			for i := range plan.Instances {
-				if plan.Instances[i].ID == op.ID {
-					plan.Instances[i].ID, plan.Instances[i].plugin = str(k.ID), &adopted
-				}
-			}
-			op.ID, op.plugin = str(k.ID), &adopted
-			return nil
-		case sameScope:
-			plan.addRisk(RiskOccupied, k, op.Scope, op.Entries)
-			plan.Instances = slices.DeleteFunc(plan.Instances, func(in Instance) bool { return in.ID == op.ID })
-			return errOccupied
-		case sameInstance && hasTag(k, ManagedTag):
-			// A stale managed plugin holds the instance name: it is ours, so it may go.
-			if err := s.api.deletePlugin(ctx, str(k.ID)); err != nil {
-				return err
-			}
-			return s.api.putPlugin(ctx, op.plugin)
-		case sameInstance:
-			return fmt.Errorf("instance name %q is taken by user-owned plugin %s: %w", instance, str(k.ID), ErrConflict)
-		}
-	}
-	// The conflicting plugin is gone already: try once more.
-	return s.api.putPlugin(ctx, op.plugin)
-}
-
-// auditPlan records a reconcile that wrote or failed: kong_applied with the plan's summary when
-// something was written, kong_failed when something failed.
-func (s *Syncer) auditPlan(ctx context.Context, seq uint64, plan *Plan, done int, failures []string, err error) {
-	if err != nil {
-		failures = append(failures, err.Error())
-	}
-	summary := plan.summary(done, failures)
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	id := fmt.Sprintf("kongsync:%s:%d:", s.cfg.Holder, seq)
-	if done > 0 {
-		if err := s.audit.record(actx, schemas.ActionKongApplied, id+"applied", summary); err != nil {
-			s.log.Warn().Err(err).Msg("audit kong_applied")
-		}
-	}
-	if len(failures) > 0 {
-		if err := s.audit.record(actx, schemas.ActionKongFailed, id+"failed", summary); err != nil {
-			s.log.Warn().Err(err).Msg("audit kong_failed")
-		}
-	}
-}
-
-// storeStatus saves the status in the lease bucket, for `blockwire kongsync status`.
-func (s *Syncer) storeStatus(ctx context.Context, st Status) {
-	s.mu.Lock()
-	kv := s.statusKV
-	s.mu.Unlock()
-	if kv == nil {
-		return
-	}
-	st.Holder, st.Kong, st.Workspace, st.UpdatedAt = s.cfg.Holder, RedactURL(s.cfg.KongURL), s.cfg.Kong.Workspace(), s.cfg.Now().UTC()
-	data, err := json.Marshal(st)
-	if err != nil {
-		return
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := kv.Put(sctx, statusKey(s.cfg.LeaseKey), data); err != nil {
-		s.log.Debug().Err(err).Msg("store kong sync status")
 	}
 }

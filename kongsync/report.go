@@ -150,3 +150,56 @@ func ReadStatus(ctx context.Context, js jetstream.JetStream, bucket, key string)
 func sortRisks(r []Risk) {
 	slices.SortFunc(r, func(a, b Risk) int { return strings.Compare(riskKey(a), riskKey(b)) })
 }
+
+// auditPlan records a reconcile that wrote or failed: kong_applied with the plan's summary when
+// something was written, kong_failed when something failed. A failure identical to the last one
+// recorded (Kong down for an hour, retried with backoff) is recorded once.
+func (s *Syncer) auditPlan(ctx context.Context, ss *session, seq uint64, plan *Plan, done int, failures []string, err error) {
+	if err != nil {
+		failures = append(failures, err.Error())
+	}
+	summary := "kong sync: " + strings.Join(failures, "; ")
+	if plan != nil {
+		summary = plan.summary(done, failures)
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	id := fmt.Sprintf("kongsync:%s:%d:", s.cfg.Holder, seq)
+	if done > 0 {
+		if err := s.audit.record(actx, schemas.ActionKongApplied, id+"applied", summary); err != nil {
+			s.log.Warn().Err(err).Msg("audit kong_applied")
+		}
+	}
+	failed := strings.Join(failures, "; ")
+	if failed == "" {
+		ss.lastFailed = ""
+		return
+	}
+	if done == 0 && failed == ss.lastFailed {
+		return
+	}
+	ss.lastFailed = failed
+	if err := s.audit.record(actx, schemas.ActionKongFailed, id+"failed", summary); err != nil {
+		s.log.Warn().Err(err).Msg("audit kong_failed")
+	}
+}
+
+// storeStatus saves the status in the lease bucket, for `blockwire kongsync status`.
+func (s *Syncer) storeStatus(ctx context.Context, st Status) {
+	s.mu.Lock()
+	kv := s.statusKV
+	s.mu.Unlock()
+	if kv == nil {
+		return
+	}
+	st.Holder, st.Kong, st.Workspace, st.UpdatedAt = s.cfg.Holder, RedactURL(s.cfg.KongURL), s.cfg.Kong.Workspace(), s.cfg.Now().UTC()
+	data, err := json.Marshal(st)
+	if err != nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := kv.Put(sctx, statusKey(s.cfg.LeaseKey), data); err != nil {
+		s.log.Debug().Err(err).Msg("store kong sync status")
+	}
+}
