@@ -111,9 +111,19 @@ func (s *shard[K]) thaw() map[K]rule {
 type cowMap[K comparable] struct {
 	shards [nShards]atomic.Pointer[shard[K]]
 	hash   func(K) uint64
-	// draft holds the shards while the index is being built and not yet visible: writing
-	// them in place is cheaper than rebuilding a shard per batch. Writer only.
-	draft []map[K]rule
+	// draft queues, per shard, the changes made while the index is being built and not yet
+	// visible; each shard is built once, at publish. Appending is sequential work, where
+	// updating 4096 growing maps would touch memory all over a million entries. Writer only.
+	draft [][]draftOp[K]
+}
+
+// draftOp is one queued change of a shard under construction.
+type draftOp[K comparable] struct {
+	k   K
+	sc  scopeKey
+	exp int64
+	ns  uint32
+	del bool
 }
 
 // get looks k up; h is hash(k).
@@ -137,12 +147,25 @@ func (c *cowMap[K]) each(fn func(K, rule)) {
 	}
 }
 
-// publishDrafts freezes the drafts of a built index into its shards.
-func (c *cowMap[K]) publishDrafts() {
-	for i, m := range c.draft {
-		if m != nil {
-			c.shards[i].Store(freeze(m, c.hash))
+// publishDrafts builds the shards of an index under construction from their queued changes,
+// reporting the change in blocks per namespace to count.
+func (c *cowMap[K]) publishDrafts(count func(ns uint32, d int)) {
+	for i, ops := range c.draft {
+		if len(ops) == 0 {
+			continue
 		}
+		m := make(map[K]rule, len(ops))
+		for _, o := range ops {
+			nr, d := change(m[o.k], o.sc, o.exp, o.del)
+			if nr.empty() {
+				delete(m, o.k)
+			} else {
+				m[o.k] = nr
+			}
+			count(o.ns, d)
+		}
+		c.shards[i].Store(freeze(m, c.hash))
+		c.draft[i] = nil // let the queue go as soon as its shard is built
 	}
 	c.draft = nil
 }
@@ -159,17 +182,8 @@ func newTxn[K comparable](c *cowMap[K], build bool) *txn[K] {
 	return &txn[K]{c: c, build: build}
 }
 
-// shard returns the writable contents of shard i.
+// shard returns the writable copy of shard i.
 func (t *txn[K]) shard(i uint64) map[K]rule {
-	if t.build {
-		if t.c.draft == nil {
-			t.c.draft = make([]map[K]rule, nShards)
-		}
-		if t.c.draft[i] == nil {
-			t.c.draft[i] = map[K]rule{}
-		}
-		return t.c.draft[i]
-	}
 	if m, ok := t.owned[i]; ok {
 		return m
 	}
@@ -181,31 +195,26 @@ func (t *txn[K]) shard(i uint64) map[K]rule {
 	return m
 }
 
-// peek reads k as the batch sees it, without copying anything.
-func (t *txn[K]) peek(k K, h uint64) (rule, bool) {
+// update sets the block for scope sc on key k to expire at exp, or removes it (del), and
+// reports the change in blocks of namespace ns to count. In build mode the change is
+// queued for publishDrafts.
+func (t *txn[K]) update(k K, h uint64, sc scopeKey, exp int64, del bool, ns uint32, count func(uint32, int)) {
 	i := shardOf(h)
 	if t.build {
-		if t.c.draft == nil || t.c.draft[i] == nil {
-			return rule{}, false
+		if t.c.draft == nil {
+			t.c.draft = make([][]draftOp[K], nShards)
 		}
-		r, ok := t.c.draft[i][k]
-		return r, ok
-	}
-	if m, ok := t.owned[i]; ok {
-		r, ok := m[k]
-		return r, ok
-	}
-	return t.c.get(k, h)
-}
-
-// set stores r under k, or deletes k when r is empty.
-func (t *txn[K]) set(k K, h uint64, r rule) {
-	m := t.shard(shardOf(h))
-	if r.empty() {
-		delete(m, k)
+		t.c.draft[i] = append(t.c.draft[i], draftOp[K]{k: k, sc: sc, exp: exp, ns: ns, del: del})
 		return
 	}
-	m[k] = r
+	m := t.shard(i)
+	nr, d := change(m[k], sc, exp, del)
+	if nr.empty() {
+		delete(m, k)
+	} else {
+		m[k] = nr
+	}
+	count(ns, d)
 }
 
 // commit publishes every shard the batch changed.

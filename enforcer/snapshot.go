@@ -168,7 +168,6 @@ func (m *Mirror) loadSnapshot() {
 		m.cfg.log.Warn().Err(err).Str("path", m.cfg.snapshotPath).Msg("snapshot ignored")
 		return
 	}
-	wr.published()
 	if m.cur.CompareAndSwap(nil, wr.idx) {
 		m.knownAt.Store(hdr.WrittenAt)
 		m.snapshotAt.Store(hdr.WrittenAt)
@@ -227,6 +226,7 @@ func readSnapshotFile(path string, loc location, now int64) (*writer, snapshotHe
 		return nil, hdr, fmt.Errorf("%w: %w", errBadSnapshot, d.err)
 	}
 	_ = wr.apply(ops, now)
+	wr.published() // built: ready to be swapped in
 	return wr, hdr, nil
 }
 

@@ -48,10 +48,11 @@ func (w *writer) published() {
 	if !w.build {
 		return
 	}
-	w.idx.addrs.publishDrafts()
-	w.idx.hashed.publishDrafts()
-	w.idx.plain.publishDrafts()
+	w.idx.addrs.publishDrafts(w.count)
+	w.idx.hashed.publishDrafts(w.count)
+	w.idx.plain.publishDrafts(w.count)
 	w.build = false
+	w.publishMeta()
 }
 
 // errBadValue marks an op whose key cannot be placed in the index.
@@ -100,24 +101,27 @@ func (w *writer) apply(ops []op, now int64) error {
 	return errors.Join(errs...)
 }
 
+// change returns r with the block for scope sc set to exp (or removed when del), and the
+// change in the number of blocks.
+func change(r rule, sc scopeKey, exp int64, del bool) (rule, int) {
+	if del {
+		nr, existed := r.without(sc)
+		if existed {
+			return nr, -1
+		}
+		return nr, 0
+	}
+	nr, existed := r.with(sc, exp)
+	if existed {
+		return nr, 0
+	}
+	return nr, 1
+}
+
 func (b *batch) apply(o *op, now int64) error {
 	p := &o.parts
 	sc := scopeKey{service: p.Service, route: p.Route}
 	del := o.del || o.exp <= now // an expired block is as good as gone
-	change := func(r rule) (rule, int) {
-		if del {
-			nr, existed := r.without(sc)
-			if existed {
-				return nr, -1
-			}
-			return nr, 0
-		}
-		nr, existed := r.with(sc, o.exp)
-		if existed {
-			return nr, 0
-		}
-		return nr, 1
-	}
 	w := b.w
 	switch p.Kind {
 	case schemas.EntityIP:
@@ -126,11 +130,7 @@ func (b *batch) apply(o *op, now int64) error {
 			return fmt.Errorf("%w: ip %q: %w", errBadValue, p.Value, err)
 		}
 		k := keyOf(a.Unmap())
-		h := addrHash(k)
-		r, _ := b.addrs.peek(k, h)
-		nr, d := change(r)
-		b.addrs.set(k, h, nr)
-		w.count(nsIP, d)
+		b.addrs.update(k, addrHash(k), sc, o.exp, del, nsIP, w.count)
 	case schemas.EntityCIDR:
 		pfx, err := netip.ParsePrefix(p.Value)
 		if err != nil {
@@ -138,12 +138,12 @@ func (b *batch) apply(o *op, now int64) error {
 		}
 		pfx = pfx.Masked()
 		r, _ := b.ranges.Get(pfx)
-		nr, d := change(r)
+		nr, d := change(r, sc, o.exp, del)
 		b.setRange(pfx, nr)
 		w.count(nsCIDR, d)
 	case schemas.EntityHeader, schemas.EntityCookie, schemas.EntityQuery, schemas.EntityJWT:
 		if p.Kind == schemas.EntityJWT && p.Name != "" {
-			return b.applyPlain(nsKey{kind: p.Kind, name: p.Name}, p.Value, del, change)
+			return b.applyPlain(nsKey{kind: p.Kind, name: p.Name}, p.Value, sc, o.exp, del)
 		}
 		var digest [32]byte
 		if !decodeHex32(p.Value, &digest) {
@@ -158,31 +158,23 @@ func (b *batch) apply(o *op, now int64) error {
 			return nil // deleting under a name never seen: nothing to do
 		}
 		k := makeHashKey(ns, &digest)
-		h := hashKeyHash(k)
-		r, _ := b.hashed.peek(k, h)
-		nr, d := change(r)
-		b.hashed.set(k, h, nr)
-		w.count(ns, d)
+		b.hashed.update(k, hashKeyHash(k), sc, o.exp, del, ns, w.count)
 	case schemas.EntityConsumer:
-		return b.applyPlain(nsKey{kind: p.Kind}, p.Value, del, change)
+		return b.applyPlain(nsKey{kind: p.Kind}, p.Value, sc, o.exp, del)
 	default:
 		return fmt.Errorf("%w: unknown kind %q", errBadValue, p.Kind)
 	}
 	return nil
 }
 
-func (b *batch) applyPlain(key nsKey, value string, del bool, change func(rule) (rule, int)) error {
+func (b *batch) applyPlain(key nsKey, value string, sc scopeKey, exp int64, del bool) error {
 	w := b.w
 	ns, ok := w.ns(key, !del)
 	if !ok {
 		return nil
 	}
 	k := strKey{ns: ns, v: value}
-	h := strKeyHash(k)
-	r, _ := b.plain.peek(k, h)
-	nr, d := change(r)
-	b.plain.set(k, h, nr)
-	w.count(ns, d)
+	b.plain.update(k, strKeyHash(k), sc, exp, del, ns, w.count)
 	return nil
 }
 
