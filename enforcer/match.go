@@ -49,8 +49,9 @@ type matcher struct {
 	x     *index
 	p     *plan
 	now   int64 // Unix ms, read once per request
-	cands []candidate
-	buf   [4]candidate
+	cands [4]candidate
+	n     int         // candidates in cands
+	more  []candidate // past the first four: rare, so it may allocate
 }
 
 // note records r's outcome for kind: true when r blocks outright.
@@ -59,10 +60,13 @@ func (m *matcher) note(r rule, kind schemas.EntityType) bool {
 		return true
 	}
 	if r.candidates(m.now) {
-		if m.cands == nil {
-			m.cands = m.buf[:0]
+		c := candidate{set: r.scoped, kind: kind}
+		if m.n < len(m.cands) {
+			m.cands[m.n] = c
+			m.n++
+		} else {
+			m.more = append(m.more, c)
 		}
-		m.cands = append(m.cands, candidate{set: r.scoped, kind: kind})
 	}
 	return false
 }
@@ -107,7 +111,7 @@ func (m *matcher) evaluate(r request, known scopeIDs) (verdict, error) {
 			return blockedBy(schemas.EntityConsumer), nil
 		}
 	}
-	if len(m.cands) > 0 {
+	if m.n > 0 {
 		return m.matchScoped(r, known)
 	}
 	return verdict{}, nil
@@ -332,7 +336,13 @@ func (m *matcher) matchScoped(r request, known scopeIDs) (verdict, error) {
 		}
 		return s == routeID || s == routeName, nil
 	}
-	for _, c := range m.cands {
+	for i := range m.n + len(m.more) {
+		var c candidate
+		if i < m.n {
+			c = m.cands[i]
+		} else {
+			c = m.more[i-m.n]
+		}
 		for _, s := range c.set.rules {
 			if s.exp <= m.now {
 				continue

@@ -190,7 +190,7 @@ func TestExpiryToTheMillisecond(t *testing.T) {
 		}
 	}
 	m := matcher{x: w.idx, p: w.idx.plan.Load(), now: now + 60_000}
-	if _, _ = m.matchAddr(mustAddr(t, "203.0.113.8")); len(m.cands) != 0 {
+	if _, _ = m.matchAddr(mustAddr(t, "203.0.113.8")); m.n != 0 {
 		t.Errorf("an expired scoped block is still a candidate")
 	}
 }
@@ -271,5 +271,25 @@ func TestEveryKindIndexable(t *testing.T) {
 		if got := w.idx.counts[kindIndex(k)].Load(); got != 1 {
 			t.Errorf("%s: count %d, want 1", k, got)
 		}
+	}
+}
+
+// More scoped candidates than the matcher keeps inline: the last one decides.
+func TestManyScopedCandidates(t *testing.T) {
+	blocks := []blk{{kind: "ip", value: "10.1.2.3", service: "a"}}
+	for i, p := range []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.0/28", "10.1.2.0/30"} {
+		svc := fmt.Sprint("s", i)
+		if i == 0 {
+			svc = "orders"
+		}
+		blocks = append(blocks, blk{kind: "cidr", value: p, service: svc})
+	}
+	req := access(t, `{}`, &fakeRequest{ip: "10.1.2.3", service: [2]string{"s-1", "orders"}}, blocks...)
+	if !req.exited {
+		t.Fatalf("not blocked; calls %v", req.calls)
+	}
+	req = access(t, `{}`, &fakeRequest{ip: "10.1.2.3", service: [2]string{"s-1", "users"}}, blocks...)
+	if req.exited || callNames(req.calls) != callIP+","+callService {
+		t.Fatalf("blocked %v, calls %v; want allowed after one get_service", req.exited, req.calls)
 	}
 }

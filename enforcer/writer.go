@@ -286,16 +286,16 @@ func (w *writer) sweep(now int64) {
 
 func (w *writer) sweepRanges(now int64) {
 	t := w.idx.ranges.Load()
-	type change struct {
+	type rangeChange struct {
 		pfx netip.Prefix
 		r   rule
 	}
-	var changes []change
+	var changes []rangeChange
 	w.rangeMin = 0
 	for pfx, r := range t.All() {
 		nr := r.expire(now, func(scopeKey) { w.count(nsCIDR, -1) })
 		if nr != r {
-			changes = append(changes, change{pfx, nr})
+			changes = append(changes, rangeChange{pfx, nr})
 		}
 		if e := nr.minExp(); e != 0 && (w.rangeMin == 0 || e < w.rangeMin) {
 			w.rangeMin = e
@@ -304,14 +304,23 @@ func (w *writer) sweepRanges(now int64) {
 	if len(changes) == 0 {
 		return
 	}
-	if !w.build {
-		t = t.Clone() // a sweep may touch many prefixes: one copy beats a path copy each
+	// A few changes copy their paths; many copy the table once.
+	clone := !w.build && len(changes) > 64
+	if clone {
+		t = t.Clone()
 	}
 	for _, c := range changes {
-		if c.r.empty() {
-			t.Delete(c.pfx)
-		} else {
-			t.Insert(c.pfx, c.r)
+		switch {
+		case w.build || clone:
+			if c.r.empty() {
+				t.Delete(c.pfx)
+			} else {
+				t.Insert(c.pfx, c.r)
+			}
+		case c.r.empty():
+			t = t.DeletePersist(c.pfx)
+		default:
+			t = t.InsertPersist(c.pfx, c.r)
 		}
 	}
 	w.idx.ranges.Store(t)
