@@ -326,4 +326,25 @@ func (r *rig) status() (*kongsync.Status, error) {
 	return kongsync.ReadStatus(context.Background(), r.js, "", "")
 }
 
+// leaseHolder reads who holds the Kong sync lease ("" for nobody).
+func (r *rig) leaseHolder() string {
+	r.t.Helper()
+	ctx := context.Background()
+	kv, err := r.js.KeyValue(ctx, kongsync.DefaultLeaseBucket)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "kongsync")
+	if err != nil {
+		return ""
+	}
+	var v struct {
+		Holder string `json:"holder"`
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		r.t.Fatal(err)
+	}
+	return v.Holder
+}
+
 func header(name, value string) string { return fmt.Sprintf("%s: %s", name, value) }
