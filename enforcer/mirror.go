@@ -47,12 +47,15 @@ type Mirror struct {
 	invalid     atomic.Int64 // entries that could not be indexed
 	discAt      atomic.Int64 // Unix ms of the last disconnect
 
-	rewatch chan struct{}
-	done    chan struct{}
+	// reconnected is signalled by every reconnect; outage holds the longest outage (ms) since
+	// the watch last looked.
+	reconnected chan struct{}
+	outage      atomic.Int64
+	done        chan struct{}
 }
 
 func newMirror(cfg mirrorConfig) *Mirror {
-	return &Mirror{cfg: cfg, started: time.Now(), rewatch: make(chan struct{}, 1), done: make(chan struct{})}
+	return &Mirror{cfg: cfg, started: time.Now(), reconnected: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // current is the index requests use; nil before the first block list.
@@ -155,11 +158,15 @@ func (m *Mirror) connect() (*nats.Conn, error) {
 		nats.ReconnectHandler(func(*nats.Conn) {
 			gap := time.Since(time.UnixMilli(m.discAt.Load()))
 			log.Info().Dur("outage", gap).Msg("nats reconnected")
-			if gap > m.cfg.rewatchAfter {
-				select {
-				case m.rewatch <- struct{}{}:
-				default:
+			for {
+				old := m.outage.Load()
+				if gap.Milliseconds() <= old || m.outage.CompareAndSwap(old, gap.Milliseconds()) {
+					break
 				}
+			}
+			select {
+			case m.reconnected <- struct{}{}:
+			default: // already signalled
 			}
 		}),
 	}
@@ -218,13 +225,17 @@ var errWatchClosed = errors.New("kv watcher stopped")
 // swap is the reconcile: a block deleted while this process was away, and still in its
 // snapshot, is simply not in the new index. Until the swap, requests keep using the
 // previous index (the snapshot, or the last watch's).
+//
+// After a reconnect, the watch resumes right after the last revision it applied: nats.go's
+// own recovery waits for missed heartbeats (about 20 s without new blocks after a server
+// restart). After a long outage it returns, and the caller starts over and reconciles.
 func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	start := time.Now()
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch bucket: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer func() { _ = w.Stop() }() // whichever watcher is current
 	m.synced.Store(false)
 	wr := newWriter()
 	building := true
@@ -232,13 +243,24 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	defer sweep.Stop()
 	updates := w.Updates()
 	ops := make([]op, 0, 64)
+	var lastRev uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-m.rewatch:
-			m.cfg.log.Info().Msg("long nats outage: reloading the bucket to reconcile")
-			return nil
+		case <-m.reconnected:
+			gap := time.Duration(m.outage.Swap(0)) * time.Millisecond
+			if building || gap > m.cfg.rewatchAfter {
+				m.cfg.log.Info().Dur("outage", gap).Msg("reloading the bucket to reconcile")
+				return nil
+			}
+			nw, err := m.resume(ctx, kv, lastRev+1)
+			if err != nil {
+				return err
+			}
+			_ = w.Stop()
+			w, updates = nw, nw.Updates()
+			m.synced.Store(false) // until the resumed watch catches up
 		case <-sweep.C:
 			if !building {
 				wr.sweep(time.Now().UnixMilli())
@@ -248,7 +270,7 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 				return errWatchClosed
 			}
 			ops = ops[:0]
-			marker, closed := m.collect(e, updates, &ops)
+			marker, closed := m.collect(e, updates, &ops, &lastRev)
 			now := time.Now().UnixMilli()
 			if len(ops) > 0 {
 				if err := wr.apply(ops, now); err != nil {
@@ -258,16 +280,18 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 				m.version.Add(1)
 				m.lastChange.Store(now)
 			}
-			if marker && building {
-				building = false
-				wr.published()
-				m.cur.Store(wr.idx)
+			if marker {
+				if building {
+					building = false
+					wr.published()
+					m.cur.Store(wr.idx)
+					m.everSynced.Store(true)
+					m.version.Add(1)
+					m.cfg.log.Info().Int64("entries", wr.idx.entries()).Dur("took", time.Since(start)).
+						Msg("block list synced from the bucket")
+				}
 				m.synced.Store(true)
-				m.everSynced.Store(true)
 				m.knownAt.Store(now)
-				m.version.Add(1)
-				m.cfg.log.Info().Int64("entries", wr.idx.entries()).Dur("took", time.Since(start)).
-					Msg("block list synced from the bucket")
 			}
 			if closed {
 				return errWatchClosed
@@ -276,13 +300,30 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 }
 
+// resume watches the bucket from revision rev on, retrying while JetStream comes back.
+func (m *Mirror) resume(ctx context.Context, kv jetstream.KeyValue, rev uint64) (jetstream.KeyWatcher, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		w, err := kv.WatchAll(ctx, jetstream.ResumeFromRevision(rev))
+		if err == nil {
+			m.cfg.log.Info().Uint64("revision", rev).Msg("watch resumed")
+			return w, nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, fmt.Errorf("resume watch at revision %d: %w", rev, err)
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+}
+
 // collect turns e and whatever else is already waiting into ops, up to maxBatch, stopping
 // after the initial-values marker so that the swap happens exactly there.
-func (m *Mirror) collect(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry, ops *[]op) (marker, closed bool) {
+func (m *Mirror) collect(e jetstream.KeyValueEntry, updates <-chan jetstream.KeyValueEntry, ops *[]op, lastRev *uint64) (marker, closed bool) {
 	for {
 		if e == nil {
 			return true, false
 		}
+		*lastRev = max(*lastRev, e.Revision())
 		if o, err := entryOp(e); err != nil {
 			m.invalid.Add(1)
 			m.cfg.log.Warn().Err(err).Str("key", e.Key()).Msg("skipped a bucket entry")

@@ -71,12 +71,16 @@ func (bk *bucket) purge(t *testing.T, key string) {
 
 // startMirror runs a mirror of url until the test ends; the returned stop waits for it (and
 // its last snapshot).
-func startMirror(t *testing.T, url, snapshot string) (*Mirror, func()) {
+func startMirror(t *testing.T, url, snapshot string, mutate ...func(*mirrorConfig)) (*Mirror, func()) {
 	t.Helper()
-	m := newMirror(mirrorConfig{
+	cfg := mirrorConfig{
 		loc: location{url: url, bucket: DefaultBucket}, snapshotPath: snapshot, snapshotEvery: time.Hour,
 		rewatchAfter: time.Minute, sweepEvery: 20 * time.Millisecond, log: zerolog.New(zerolog.NewTestWriter(t)),
-	})
+	}
+	for _, f := range mutate {
+		f(&cfg)
+	}
+	m := newMirror(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	go m.run(ctx)
 	stopped := false
@@ -254,4 +258,33 @@ func deadURL(t *testing.T) string {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	return "nats://" + addr
+}
+
+// The mirror reconnects by itself after the server restarts, resuming the watch after a
+// short outage and starting it over (reconcile) after a long one.
+func TestMirrorSurvivesServerRestart(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		rewatch time.Duration
+	}{{"resume", time.Hour}, {"rewatch", 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			bk := newBucket(t)
+			before := blk{kind: "ip", value: "203.0.113.7"}
+			bk.put(t, before)
+			m, _ := startMirror(t, bk.srv.URL(), "", func(c *mirrorConfig) { c.rewatchAfter = tt.rewatch })
+			eventually(t, "synced", func() bool { return m.Status(time.Now()).Synced && blocks(m, before) })
+			bk.srv.Restart(t)
+			if !blocks(m, before) {
+				t.Error("the block was dropped during the outage")
+			}
+			after := blk{kind: "ip", value: "203.0.113.8"}
+			eventually(t, "a block written after the restart applies", func() bool {
+				if _, err := bk.kv.Put(context.Background(), after.key(t), []byte(`{"kind":"ip"}`)); err != nil {
+					return false // the test's own connection may still be reconnecting
+				}
+				return blocks(m, after)
+			})
+			eventually(t, "synced again", func() bool { return m.Status(time.Now()).Synced })
+		})
+	}
 }
