@@ -37,7 +37,9 @@ const (
 	DefaultAuthRetry      = time.Minute
 	DefaultDBLessRecheck  = 10 * time.Minute
 
-	minLeaseTTL = 3 * time.Second // the server's TTL resolution is 1s; renewals come every third
+	// MinLeaseTTL is the shortest lease: the server's TTL resolution is 1s and renewals come
+	// every third of the TTL.
+	MinLeaseTTL = 3 * time.Second
 )
 
 // Config is everything a Syncer needs.
@@ -149,8 +151,8 @@ func (c *Config) validate() error {
 	if c.Window < 0 || c.Period <= 0 || c.Period < c.Window {
 		bad("window %s and period %s: want 0 <= window <= period", c.Window, c.Period)
 	}
-	if c.LeaseTTL < minLeaseTTL {
-		bad("lease ttl %s: at least %s", c.LeaseTTL, minLeaseTTL)
+	if c.LeaseTTL < MinLeaseTTL {
+		bad("lease ttl %s: at least %s", c.LeaseTTL, MinLeaseTTL)
 	}
 	if !keyRe.MatchString(c.LeaseBucket) || len(c.LeaseBucket) > 64 {
 		bad("lease bucket %q: use letters, digits, '-' and '_'", c.LeaseBucket)
