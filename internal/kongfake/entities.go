@@ -78,7 +78,7 @@ func (s *Server) createService(doc map[string]any) (int, any, *kongError) {
 	if svc.Name != "" && s.st.service(svc.Name) != nil {
 		return 0, nil, uniqueViolation(`{name="` + svc.Name + `"}`)
 	}
-	s.st.services[svc.ID] = svc
+	s.st.addService(svc)
 	return http.StatusCreated, svc.entity(), nil
 }
 
@@ -92,8 +92,7 @@ func (s *Server) deleteService(svc *Service) (int, any, *kongError) {
 				name: "foreign keys violation", msg: "an existing 'routes' entity references this 'services' entity"}
 		}
 	}
-	delete(s.st.services, svc.ID)
-	s.st.deletePluginsOf(func(p *Plugin) bool { return p.Service == svc.ID })
+	s.st.removeService(svc.ID)
 	return http.StatusNoContent, nil, nil
 }
 
@@ -159,7 +158,7 @@ func (s *Server) createRoute(doc map[string]any, svc *Service) (int, any, *kongE
 	if rt.Name != "" && s.st.route(rt.Name) != nil {
 		return 0, nil, uniqueViolation(`{name="` + rt.Name + `"}`)
 	}
-	s.st.routes[rt.ID] = rt
+	s.st.addRoute(rt)
 	return http.StatusCreated, rt.entity(), nil
 }
 
@@ -198,6 +197,6 @@ func (s *Server) createConsumer(doc map[string]any) (int, any, *kongError) {
 	if c.Username != "" && s.st.consumer(c.Username) != nil {
 		return 0, nil, uniqueViolation(`{username="` + c.Username + `"}`)
 	}
-	s.st.consumers[c.ID] = c
+	s.st.addConsumer(c)
 	return http.StatusCreated, c.entity(), nil
 }

@@ -97,8 +97,7 @@ func (s *Server) handle(r *http.Request, m match, doc map[string]any) (int, any,
 			return http.StatusOK, rt.entity(), nil
 		case del:
 			if rt != nil {
-				delete(s.st.routes, rt.ID)
-				s.st.deletePluginsOf(func(p *Plugin) bool { return p.Route == rt.ID })
+				s.st.removeRoute(rt.ID)
 			}
 			return http.StatusNoContent, nil, nil
 		}
@@ -118,8 +117,7 @@ func (s *Server) handle(r *http.Request, m match, doc map[string]any) (int, any,
 			return http.StatusOK, c.entity(), nil
 		case del:
 			if c != nil {
-				delete(s.st.consumers, c.ID)
-				s.st.deletePluginsOf(func(p *Plugin) bool { return p.Consumer == c.ID })
+				s.st.removeConsumer(c.ID)
 			}
 			return http.StatusNoContent, nil, nil
 		}
@@ -222,7 +220,7 @@ func (s *Server) plugin(method, id string, doc map[string]any, parent *parentRef
 		return http.StatusOK, cur.entity(), nil
 	case http.MethodDelete:
 		if cur != nil {
-			delete(s.st.plugins, cur.ID)
+			s.st.removePlugin(cur.ID)
 		}
 		return http.StatusNoContent, nil, nil
 	case http.MethodPut:
@@ -256,7 +254,7 @@ func (s *Server) store(p, prev *Plugin, status int) (int, any, *kongError) {
 	if prev != nil {
 		p.CreatedAt = prev.CreatedAt
 	}
-	s.st.plugins[p.ID] = p
+	s.st.putPlugin(p)
 	return status, p.entity(), nil
 }
 

@@ -19,7 +19,7 @@ func (s *Server) AddService(name string) string {
 		s.tb.Fatalf("kongfake: service %q exists", name)
 	}
 	svc := &Service{ID: uuid.NewString(), Name: name, Host: "example.internal", Port: 80, Protocol: "http", CreatedAt: now()}
-	s.st.services[svc.ID] = svc
+	s.st.addService(svc)
 	return svc.ID
 }
 
@@ -36,7 +36,7 @@ func (s *Server) AddRoute(name, serviceID string) string {
 	}
 	rt := &Route{ID: uuid.NewString(), Name: name, Service: serviceID, Paths: []string{"/" + name},
 		Protocols: []string{"http", "https"}, CreatedAt: now()}
-	s.st.routes[rt.ID] = rt
+	s.st.addRoute(rt)
 	return rt.ID
 }
 
@@ -48,7 +48,7 @@ func (s *Server) AddConsumer(username string) string {
 		s.tb.Fatalf("kongfake: consumer %q exists", username)
 	}
 	c := &Consumer{ID: uuid.NewString(), Username: username, CreatedAt: now()}
-	s.st.consumers[c.ID] = c
+	s.st.addConsumer(c)
 	return c.ID
 }
 
@@ -59,12 +59,10 @@ func (s *Server) DeleteService(id string) {
 	defer s.mu.Unlock()
 	for rid, rt := range s.st.routes {
 		if rt.Service == id {
-			delete(s.st.routes, rid)
-			s.st.deletePluginsOf(func(p *Plugin) bool { return p.Route == rid })
+			s.st.removeRoute(rid)
 		}
 	}
-	delete(s.st.services, id)
-	s.st.deletePluginsOf(func(p *Plugin) bool { return p.Service == id })
+	s.st.removeService(id)
 }
 
 // AddPlugin creates a plugin from Kong's JSON form, e.g.
@@ -122,7 +120,7 @@ func (s *Server) EditPlugin(id string, patch map[string]any) error {
 func (s *Server) RemovePlugin(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.st.plugins, id)
+	s.st.removePlugin(id)
 }
 
 // Plugins returns a copy of every plugin, in id order.

@@ -1,7 +1,6 @@
 package kongfake
 
 import (
-	"maps"
 	"slices"
 	"strings"
 
@@ -172,18 +171,28 @@ func nullableList(s []string) any {
 	return slices.Clone(s)
 }
 
-// state is every entity the fake holds. Callers hold Server.mu.
+// state is every entity the fake holds, with the indexes Kong's unique keys need, so that tests
+// with thousands of entities stay fast. Callers hold Server.mu and change it only through the
+// add/remove methods, which keep the indexes.
 type state struct {
 	services  map[string]*Service
 	routes    map[string]*Route
 	consumers map[string]*Consumer
 	plugins   map[string]*Plugin
+
+	serviceNames  map[string]string // name → id
+	routeNames    map[string]string
+	consumerNames map[string]string // username → id
+	pluginScopes  map[string]string // scopeKey → id
+	instanceNames map[string]string // instance_name → id
 }
 
 func newState() *state {
 	return &state{
 		services: map[string]*Service{}, routes: map[string]*Route{},
 		consumers: map[string]*Consumer{}, plugins: map[string]*Plugin{},
+		serviceNames: map[string]string{}, routeNames: map[string]string{}, consumerNames: map[string]string{},
+		pluginScopes: map[string]string{}, instanceNames: map[string]string{},
 	}
 }
 
@@ -197,24 +206,14 @@ func (st *state) service(idOrName string) *Service {
 	if isUUID(idOrName) {
 		return st.services[strings.ToLower(idOrName)]
 	}
-	for _, s := range st.services {
-		if s.Name != "" && s.Name == idOrName {
-			return s
-		}
-	}
-	return nil
+	return st.services[st.serviceNames[idOrName]]
 }
 
 func (st *state) route(idOrName string) *Route {
 	if isUUID(idOrName) {
 		return st.routes[strings.ToLower(idOrName)]
 	}
-	for _, r := range st.routes {
-		if r.Name != "" && r.Name == idOrName {
-			return r
-		}
-	}
-	return nil
+	return st.routes[st.routeNames[idOrName]]
 }
 
 func (st *state) consumer(idOrUsername string) *Consumer {
@@ -223,33 +222,94 @@ func (st *state) consumer(idOrUsername string) *Consumer {
 			return c
 		}
 	}
-	for _, c := range st.consumers {
-		if c.Username != "" && c.Username == idOrUsername {
-			return c
-		}
+	return st.consumers[st.consumerNames[idOrUsername]]
+}
+
+func (st *state) addService(svc *Service) {
+	st.services[svc.ID] = svc
+	if svc.Name != "" {
+		st.serviceNames[svc.Name] = svc.ID
 	}
-	return nil
+}
+
+func (st *state) addRoute(rt *Route) {
+	st.routes[rt.ID] = rt
+	if rt.Name != "" {
+		st.routeNames[rt.Name] = rt.ID
+	}
+}
+
+func (st *state) addConsumer(c *Consumer) {
+	st.consumers[c.ID] = c
+	if c.Username != "" {
+		st.consumerNames[c.Username] = c.ID
+	}
+}
+
+// removeService deletes a service and, as Kong's cascade does, the plugins scoped to it.
+func (st *state) removeService(id string) {
+	if svc := st.services[id]; svc != nil {
+		delete(st.serviceNames, svc.Name)
+		delete(st.services, id)
+		st.removePluginsOf(func(p *Plugin) bool { return p.Service == id })
+	}
+}
+
+func (st *state) removeRoute(id string) {
+	if rt := st.routes[id]; rt != nil {
+		delete(st.routeNames, rt.Name)
+		delete(st.routes, id)
+		st.removePluginsOf(func(p *Plugin) bool { return p.Route == id })
+	}
+}
+
+func (st *state) removeConsumer(id string) {
+	if c := st.consumers[id]; c != nil {
+		delete(st.consumerNames, c.Username)
+		delete(st.consumers, id)
+		st.removePluginsOf(func(p *Plugin) bool { return p.Consumer == id })
+	}
 }
 
 // conflict returns Kong's 409 when p would share its scope or instance name with another plugin.
 func (st *state) conflict(p *Plugin) *kongError {
-	for _, o := range st.plugins {
-		if o.ID == p.ID {
-			continue
-		}
-		if o.scopeKey() == p.scopeKey() {
-			return uniqueViolation(p.scopeText())
-		}
-		if p.InstanceName != "" && o.InstanceName == p.InstanceName {
-			return uniqueViolation(`{instance_name="` + p.InstanceName + `"}`)
-		}
+	if id, ok := st.pluginScopes[p.scopeKey()]; ok && id != p.ID {
+		return uniqueViolation(p.scopeText())
+	}
+	if id, ok := st.instanceNames[p.InstanceName]; ok && p.InstanceName != "" && id != p.ID {
+		return uniqueViolation(`{instance_name="` + p.InstanceName + `"}`)
 	}
 	return nil
 }
 
-// deletePluginsOf removes the plugins scoped to a deleted entity, as Kong's cascade does.
-func (st *state) deletePluginsOf(match func(*Plugin) bool) {
-	maps.DeleteFunc(st.plugins, func(_ string, p *Plugin) bool { return match(p) })
+// putPlugin stores p, replacing the plugin of the same id.
+func (st *state) putPlugin(p *Plugin) {
+	st.removePlugin(p.ID)
+	st.plugins[p.ID] = p
+	st.pluginScopes[p.scopeKey()] = p.ID
+	if p.InstanceName != "" {
+		st.instanceNames[p.InstanceName] = p.ID
+	}
+}
+
+func (st *state) removePlugin(id string) {
+	p := st.plugins[id]
+	if p == nil {
+		return
+	}
+	delete(st.plugins, id)
+	delete(st.pluginScopes, p.scopeKey())
+	if p.InstanceName != "" {
+		delete(st.instanceNames, p.InstanceName)
+	}
+}
+
+func (st *state) removePluginsOf(match func(*Plugin) bool) {
+	for id, p := range st.plugins {
+		if match(p) {
+			st.removePlugin(id)
+		}
+	}
 }
 
 // sortedPlugins returns the plugins matching keep, in id order (Kong's list order is by primary
