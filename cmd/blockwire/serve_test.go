@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,7 +49,25 @@ type daemon struct {
 	cmd  *exec.Cmd
 	api  string
 	nats string
-	out  *bytes.Buffer
+	out  *syncBuffer
+}
+
+// syncBuffer collects a process's output; tests read it while it runs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startServe(t *testing.T, bin, dataDir string, httpPort, natsPort int) *daemon {
@@ -56,7 +75,7 @@ func startServe(t *testing.T, bin, dataDir string, httpPort, natsPort int) *daem
 	d := &daemon{
 		api:  fmt.Sprintf("http://127.0.0.1:%d", httpPort),
 		nats: fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
-		out:  &bytes.Buffer{},
+		out:  &syncBuffer{},
 	}
 	d.cmd = exec.Command(bin, "serve", "--data-dir", dataDir,
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", httpPort), "--nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort))
