@@ -3,13 +3,16 @@ package kongsync
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/kong/go-kong/kong"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -147,7 +150,7 @@ func TestSameValue(t *testing.T) {
 }
 
 // testSyncer is a Syncer with only what plan and apply need, on a fake Kong.
-func testSyncer(t *testing.T, k *kongfake.Server) *Syncer {
+func testSyncer(t testing.TB, k *kongfake.Server) *Syncer {
 	t.Helper()
 	client, err := NewKongClient(KongConfig{URL: k.URL(), RequestTimeout: 2 * time.Second})
 	if err != nil {
@@ -255,5 +258,67 @@ func TestLeaseLostWhenTaken(t *testing.T) {
 	b.release(ctx)
 	if h, _ := a.currentHolder(ctx); h != "" {
 		t.Fatalf("holder %q after release", h)
+	}
+}
+
+// nopPublisher accepts audit records and drops them.
+type nopPublisher struct{}
+
+func (nopPublisher) PublishMsg(context.Context, *nats.Msg, ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	return &jetstream.PubAck{}, nil
+}
+
+// BenchmarkReconcile100k times one full reconcile as serve's periodic one runs it, the 100,000
+// address blocks already loaded from the bucket: list Kong's plugins, plan, write. "empty": Kong
+// lacks the managed plugin (one PUT of the whole list); "steady": Kong already holds it (read back
+// and compared, nothing written).
+func BenchmarkReconcile100k(b *testing.B) {
+	const n = 100_000
+	k := kongfake.New(b, kongfake.Options{})
+	s := testSyncer(b, k)
+	s.audit = &auditor{pub: nopPublisher{}, subject: "blockwire.audit", actor: "bench", now: time.Now}
+	state := newBlockState()
+	for i := range n {
+		ip := fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)
+		state.put("ip.=.=.=."+strings.ReplaceAll(ip, ".", "_2E"), entry{kind: "ip", value: ip, expiresAt: time.Now().Add(time.Hour)})
+	}
+	ctx := context.Background()
+	id := PluginID("", pluginIPRestriction, Scope{})
+	for _, tc := range []struct {
+		name  string
+		empty bool
+	}{{"empty", true}, {"steady", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ss := newSession(s.api)
+			if _, err := s.reconcile(ctx, ss, state, nil); err != nil {
+				b.Fatal(err)
+			}
+			var body float64
+			b.ResetTimer()
+			for range b.N {
+				if tc.empty {
+					b.StopTimer()
+					k.RemovePlugin(id)
+					k.ResetRequests()
+					b.StartTimer()
+				}
+				plan, err := s.reconcile(ctx, ss, state, nil)
+				if err != nil || len(plan.Ops) != map[bool]int{true: 1, false: 0}[tc.empty] {
+					b.Fatalf("reconcile: %+v, %v", plan, err)
+				}
+				if tc.empty {
+					b.StopTimer()
+					for _, req := range k.Requests() {
+						if req.Write() {
+							body = float64(req.BodyBytes)
+						}
+					}
+					b.StartTimer()
+				}
+			}
+			if tc.empty {
+				b.ReportMetric(body, "put-body-bytes")
+			}
+		})
 	}
 }
