@@ -125,6 +125,10 @@ func (b *Broker) connOptions(cfg Config) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),
+		// No reconnect buffer: a publish while disconnected fails at once
+		// (the webhook answers 503 now) instead of being sent after the
+		// reconnect, when its sender has already been told it failed.
+		nats.ReconnectBufSize(-1),
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {

@@ -35,8 +35,11 @@ type Config struct {
 	Parallel int
 	// MaxDeliver is how often an incident is tried before it is dead-lettered. Default 10.
 	MaxDeliver int
-	// AckWait is how long a delivery may take before JetStream redelivers it. Default 30s.
+	// AckWait is how long a delivery may take before JetStream redelivers it
+	// (after a crash, how late an incident in hand is applied). Default 10s.
 	AckWait time.Duration
+	// OpTimeout bounds each round trip to NATS. Default 5s, at most AckWait/2.
+	OpTimeout time.Duration
 	// MarkerTTL is how long the marker of an unblock stays in the bucket (so
 	// watchers that reconnect still see it). Default broker.BlockMarkerTTL.
 	MarkerTTL time.Duration
@@ -80,7 +83,10 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 		cfg.MaxDeliver = 10
 	}
 	if cfg.AckWait == 0 {
-		cfg.AckWait = 30 * time.Second
+		cfg.AckWait = 10 * time.Second
+	}
+	if cfg.OpTimeout == 0 {
+		cfg.OpTimeout = min(5*time.Second, cfg.AckWait/2)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -91,6 +97,9 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 	if cfg.Actor == "" {
 		host, _ := os.Hostname()
 		cfg.Actor = "blockwire@" + host
+	}
+	if cfg.OpTimeout <= 0 || cfg.OpTimeout >= cfg.AckWait {
+		return nil, fmt.Errorf("configure consumer: op timeout %s must be positive and shorter than ack wait %s", cfg.OpTimeout, cfg.AckWait)
 	}
 	if cfg.Workers < 1 || cfg.Parallel < 1 || cfg.MaxDeliver < 2 || cfg.AckWait < time.Second || cfg.MarkerTTL < time.Second {
 		return nil, fmt.Errorf("configure consumer: workers %d and parallel %d must be positive, max deliver %d at least 2, ack wait %s and marker TTL %s at least 1s",
@@ -114,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 		store: &store{
 			kv: kv, pub: cfg.JS, putPrefix: "$KV." + names.BlocksBucket + ".",
 			markerTTL: cfg.MarkerTTL, maxActive: cfg.Guardrails.MaxActiveBlocks,
-			now: cfg.Now, countEvery: time.Second,
+			now: cfg.Now, countEvery: time.Second, opTimeout: cfg.OpTimeout,
 		},
 		audit: &auditor{pub: cfg.JS, subject: names.AuditSubject, actor: cfg.Actor, now: cfg.Now},
 		m:     m,

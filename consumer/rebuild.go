@@ -207,7 +207,7 @@ func applyRebuild(ctx context.Context, cfg RebuildConfig, names broker.Names, re
 	if err != nil {
 		return fmt.Errorf("open bucket %s: %w", names.BlocksBucket, err)
 	}
-	s := &store{kv: kv, pub: cfg.JS, putPrefix: "$KV." + names.BlocksBucket + ".", markerTTL: broker.BlockMarkerTTL, now: cfg.Now}
+	s := &store{kv: kv, pub: cfg.JS, putPrefix: "$KV." + names.BlocksBucket + ".", markerTTL: broker.BlockMarkerTTL, now: cfg.Now, opTimeout: 10 * time.Second}
 	a := &auditor{pub: cfg.JS, subject: names.AuditSubject, actor: cfg.Actor, now: cfg.Now}
 	runID := cfg.Now().UTC().Format("20060102T150405.000000000")
 	var audits pending

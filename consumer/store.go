@@ -52,16 +52,20 @@ type event struct {
 // store applies block decisions to the bucket with optimistic concurrency,
 // so any number of workers and processes may apply incidents at once.
 type store struct {
-	kv         blockStore
-	pub        publisher
-	putPrefix  string // "$KV.<bucket>." — for the TTL-carrying update helper
-	markerTTL  time.Duration
-	maxActive  int
-	now        func() time.Time
+	kv        blockStore
+	pub       publisher
+	putPrefix string // "$KV.<bucket>." — for the TTL-carrying update helper
+	markerTTL time.Duration
+	maxActive int
+	now       func() time.Time
+	// opTimeout bounds each round trip, so a reply lost to a NATS restart
+	// costs seconds, not the whole AckWait.
+	opTimeout  time.Duration
 	countMu    sync.Mutex
 	count      int
 	countAt    time.Time
 	countEvery time.Duration
+	refreshing bool
 }
 
 // outcome is what happened to one block.
@@ -83,7 +87,7 @@ func (s *store) block(ctx context.Context, t target, ev event) (outcome, error) 
 }
 
 func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, error) {
-	entry, err := s.kv.Get(ctx, t.key)
+	entry, err := s.get(ctx, t.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		return s.create(ctx, t, ev)
@@ -158,7 +162,9 @@ func (s *store) create(ctx context.Context, t target, ev event) (outcome, error)
 	if err != nil {
 		return outcome{}, fmt.Errorf("encode block %s: %w", t.key, err)
 	}
-	_, err = s.kv.Create(ctx, t.key, data, jetstream.KeyTTL(ttlUntil(b.ExpiresAt, s.now())))
+	octx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	_, err = s.kv.Create(octx, t.key, data, jetstream.KeyTTL(ttlUntil(b.ExpiresAt, s.now())))
+	cancel()
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return outcome{}, errConflict
 	}
@@ -202,6 +208,8 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 			jetstream.WithMsgTTL(ttlUntil(b.ExpiresAt, s.now())))
 		outs[i] = outcome{schemas.ActionBlocked, "until " + b.ExpiresAt.Format(time.RFC3339)}
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
 	created := 0
 	for i, f := range futures {
 		if f == nil {
@@ -229,7 +237,7 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 // unblock removes the key; a key that is not there is reported, not an error.
 func (s *store) unblock(ctx context.Context, t target) (outcome, error) {
 	for range 16 {
-		entry, err := s.kv.Get(ctx, t.key)
+		entry, err := s.get(ctx, t.key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return outcome{}, refuse(ReasonNotBlocked, "%s is not blocked", t.key)
 		}
@@ -238,7 +246,9 @@ func (s *store) unblock(ctx context.Context, t target) (outcome, error) {
 		}
 		// Purge (not Delete) so the key's history goes, and the purge marker
 		// itself expires instead of piling up one tombstone per unblock.
-		err = s.kv.Purge(ctx, t.key, jetstream.LastRevision(entry.Revision()), jetstream.PurgeTTL(s.markerTTL))
+		octx, cancel := context.WithTimeout(ctx, s.opTimeout)
+		err = s.kv.Purge(octx, t.key, jetstream.LastRevision(entry.Revision()), jetstream.PurgeTTL(s.markerTTL))
+		cancel()
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue
 		}
@@ -259,6 +269,8 @@ func (s *store) unblock(ctx context.Context, t target) (outcome, error) {
 func (s *store) putWithTTL(ctx context.Context, key string, value []byte, expiresAt time.Time, revision uint64) error {
 	m := nats.NewMsg(s.putPrefix + key)
 	m.Data = value
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
 	_, err := s.pub.PublishMsg(ctx, m,
 		jetstream.WithMsgTTL(ttlUntil(expiresAt, s.now())),
 		jetstream.WithExpectLastSequencePerSubject(revision))
@@ -271,6 +283,13 @@ func (s *store) putWithTTL(ctx context.Context, key string, value []byte, expire
 	return nil
 }
 
+// get reads a key within one round trip's time.
+func (s *store) get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	return s.kv.Get(ctx, key)
+}
+
 // isWrongLastSeq: the key's last revision was not the one expected.
 func isWrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
@@ -279,14 +298,26 @@ func isWrongLastSeq(err error) bool {
 }
 
 // activeBlocks is the number of keys in the bucket, refreshed from the
-// server at most every countEvery and kept current locally in between.
+// server at most every countEvery and kept current locally in between. The
+// lock is never held across the round trip: a reply lost to a NATS restart
+// must not stall every worker behind it.
 func (s *store) activeBlocks(ctx context.Context) (int, error) {
 	s.countMu.Lock()
-	defer s.countMu.Unlock()
-	if s.now().Sub(s.countAt) < s.countEvery {
-		return s.count, nil
+	if s.refreshing || s.now().Sub(s.countAt) < s.countEvery {
+		n := s.count
+		s.countMu.Unlock()
+		return n, nil
 	}
+	s.refreshing = true
+	s.countMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	st, err := s.kv.Status(ctx)
+	cancel()
+
+	s.countMu.Lock()
+	defer s.countMu.Unlock()
+	s.refreshing = false
 	if err != nil {
 		return 0, fmt.Errorf("count blocks: %w", err)
 	}

@@ -48,6 +48,7 @@ func newServeCmd(lo *logOptions) *cobra.Command {
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", 5*time.Second, "how long to wait for JetStream to store an incident before answering 503")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful shutdown")
 	fs.IntVar(&cfg.Workers, "workers", 16, "incidents this process applies at once")
+	fs.DurationVar(&cfg.AckWait, "ack-wait", 10*time.Second, "time an incident may take to apply before it is redelivered (and how late one in hand is applied after a crash)")
 	fs.BoolVar(&cfg.IngestOnly, "ingest-only", false, "serve the API but do not apply incidents (other replicas consume)")
 	addGuardrailFlags(fs, &cfg.Guardrails)
 	addBrokerFlags(fs, &cfg.Broker, true)

@@ -33,6 +33,10 @@ type Config struct {
 	Guardrails consumer.Guardrails
 	// Workers is how many incidents this process applies at once. Default 16.
 	Workers int
+	// AckWait is how long an incident may take to apply before it is
+	// redelivered; also how late an incident in hand is applied after a
+	// crash. Default 10s.
+	AckWait time.Duration
 	// IngestOnly runs the API without the consumer, for replicas that only
 	// receive incidents while others apply them (and for measuring ingest).
 	IngestOnly bool
@@ -133,7 +137,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 
 	cons, err := consumer.New(ctx, consumer.Config{
-		JS: b.JetStream(), Conn: b.Conn(), Names: b.Names(), Workers: cfg.Workers,
+		JS: b.JetStream(), Conn: b.Conn(), Names: b.Names(), Workers: cfg.Workers, AckWait: cfg.AckWait,
 		Guardrails: cfg.Guardrails, Registry: reg, Logger: log,
 	})
 	if err != nil {
