@@ -15,7 +15,7 @@ import (
 // session is what one leadership remembers between reconciles.
 type session struct {
 	res      *resolver
-	applied  map[string]string // instance id → hash last left in Kong; nil until a reconcile succeeds
+	applied  map[string]string // instance key → content last left in Kong; nil until a reconcile succeeds
 	risks    []string          // risk keys last logged
 	dbless   bool
 	failures int // consecutive failed reconciles
@@ -48,6 +48,10 @@ func (s *Syncer) loop(ctx context.Context, l *lease, state *blockState, ready <-
 	case <-ready:
 	case <-ctx.Done():
 		return nil
+	}
+	select {
+	case <-changes: // the load itself: the first reconcile below covers it
+	default:
 	}
 	ss := newSession(s.api)
 	period := time.NewTicker(s.cfg.Period)
