@@ -9,9 +9,22 @@ import (
 )
 
 // handle answers a request the description allows: a status, a body (nil for none) or Kong's error.
-func (s *Server) handle(r *http.Request, m match, doc map[string]any) (int, any, *kongError) {
+// The request's record gets its status in the same critical section as the state change, so a
+// test never sees one without the other.
+func (s *Server) handle(r *http.Request, m match, doc map[string]any, rec func() *Request) (int, any, *kongError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	status, out, kerr := s.handleLocked(r, m, doc)
+	if kerr != nil {
+		status = kerr.status
+	}
+	if q := rec(); q != nil {
+		q.Status = status
+	}
+	return status, out, kerr
+}
+
+func (s *Server) handleLocked(r *http.Request, m match, doc map[string]any) (int, any, *kongError) {
 	param := func(name string) string {
 		v, err := url.PathUnescape(m.params[name])
 		if err != nil {

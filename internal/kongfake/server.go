@@ -64,9 +64,10 @@ type Server struct {
 	mu        sync.Mutex
 	st        *state
 	dbless    bool
-	faults    []*fault
-	nextFault int
-	requests  []Request
+	faults     []*fault
+	nextFault  int
+	requests   []Request
+	generation int // bumped by ResetRequests
 }
 
 // New starts a fake Kong Admin API for tb; t.Cleanup closes it.
@@ -119,6 +120,7 @@ func (s *Server) ResetRequests() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = nil
+	s.generation++
 }
 
 // Count returns how many requests received so far satisfy keep.
@@ -142,15 +144,11 @@ func (s *Server) Writes() int {
 // ServeHTTP checks the request against the description, then Kong's rules, faults and mode, and
 // answers as Kong would.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rw := &recorder{ResponseWriter: w}
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.opts.MaxBodyBytes+1))
-	rec := Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone(), BodyBytes: len(body)}
-	defer func() {
-		rec.Status = rw.status
-		s.mu.Lock()
-		s.requests = append(s.requests, rec)
-		s.mu.Unlock()
-	}()
+	// The request is recorded as it arrives and its status before the answer leaves, so a test
+	// that sees the answer (or the state it changed) also sees the record.
+	rec, recLocked := s.record(Request{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone(), BodyBytes: len(body)})
+	rw := &recorder{ResponseWriter: w, onStatus: func(code int) { rec(func(q *Request) { q.Status = code }) }}
 	if err != nil {
 		writeJSON(rw, http.StatusBadRequest, map[string]any{"message": "kongfake: read body: " + err.Error()})
 		return
@@ -176,15 +174,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := s.takeFault(r)
 	dbless := s.dbless
 	s.mu.Unlock()
-	if f != nil {
-		rec.Fault = true
-		if s.applyFault(rw, r, f) {
-			return
-		}
-		rec.Fault = false
+	if f != nil && (f.Drop || f.Status != 0) {
+		rec(func(q *Request) { q.Fault = true })
+	}
+	if f != nil && s.applyFault(rw, r, f) {
+		rec(func(q *Request) { q.Fault = true }) // also a delay the client gave up on
+		return
 	}
 	if dbless && isWrite(r.Method) {
-		rec.Fault = true
+		rec(func(q *Request) { q.Fault = true })
 		writeJSON(rw, http.StatusMethodNotAllowed, map[string]any{"message": "cannot " + verb(r.Method) + " entities when not using a database"})
 		return
 	}
@@ -197,7 +195,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	status, out, kerr := s.handle(r, m, doc)
+	status, out, kerr := s.handle(r, m, doc, recLocked)
 	if kerr != nil {
 		if kerr.schema && !s.opts.AllowSchemaViolations {
 			s.tb.Errorf("kongfake: Kong refuses %s %s: %s", r.Method, r.URL.Path, kerr.msg)
@@ -232,22 +230,47 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(data)
 }
 
-// recorder remembers the status written, and still lets a fault hijack the connection.
+// record appends a request to the log and returns how to update it later (a no-op once the log
+// was reset), and how to find it while holding s.mu (nil once reset).
+func (s *Server) record(req Request) (update func(func(*Request)), locked func() *Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	idx, gen := len(s.requests), s.generation
+	s.requests = append(s.requests, req)
+	locked = func() *Request {
+		if s.generation == gen && idx < len(s.requests) {
+			return &s.requests[idx]
+		}
+		return nil
+	}
+	update = func(fn func(*Request)) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if q := locked(); q != nil {
+			fn(q)
+		}
+	}
+	return update, locked
+}
+
+// recorder reports the status before it is written, and still lets a fault hijack the connection.
 type recorder struct {
 	http.ResponseWriter
-	status int
+	status   int
+	onStatus func(int)
 }
 
 func (r *recorder) WriteHeader(code int) {
 	if r.status == 0 {
 		r.status = code
+		r.onStatus(code)
 	}
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
-		r.status = http.StatusOK
+		r.WriteHeader(http.StatusOK)
 	}
 	return r.ResponseWriter.Write(b)
 }
