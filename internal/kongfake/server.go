@@ -61,9 +61,9 @@ type Server struct {
 	httpSrv *httptest.Server
 	nodeID  string
 
-	mu        sync.Mutex
-	st        *state
-	dbless    bool
+	mu         sync.Mutex
+	st         *state
+	dbless     bool
 	faults     []*fault
 	nextFault  int
 	requests   []Request
