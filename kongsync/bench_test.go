@@ -46,6 +46,7 @@ func BenchmarkBurst10k(b *testing.B) {
 		stop()
 	}
 	b.ReportMetric(writesTotal/float64(b.N), "writes/op")
+	b.ReportMetric(n, "blocks/op") // the reference: one write per block without coalescing
 	b.ReportMetric(burstTotal/float64(b.N)*1000, "burst-ms/op")
 }
 
