@@ -63,7 +63,9 @@ fuzz:
 
 # The long forms of the reliability scenarios (the compact ones run in make test).
 soak: build
-	BLOCKWIRE_SOAK=1 $(GO) test -count=1 -timeout 60m ./internal/faults/... ./internal/cluster/...
+	BLOCKWIRE_SOAK=1 $(GO) test -count=1 -timeout 60m -v ./internal/faults/... ./internal/cluster/... | grep -E '^(---|ok|FAIL)|FIGURES'
+	BLOCKWIRE_SOAK=1 $(GO) test -count=1 -timeout 20m -v -run KongChaos ./kongsync/ | grep -E '^(---|ok|FAIL)|FIGURES'
+
 
 clean:
 	rm -rf $(BIN)

@@ -1,6 +1,7 @@
 package kongfake
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"time"
@@ -19,6 +20,9 @@ type Fault struct {
 	RetryAfter string        // the Retry-After header sent with Status, e.g. "2"
 
 	Times int // how many requests it hits before it is spent; 0 for every one until removed
+	// Probability hits only this share of the matching requests (0 < p < 1), at
+	// random, the others pass on to the next fault or to Kong; 0 hits every one.
+	Probability float64
 }
 
 // fault is an injected Fault and what is left of it.
@@ -76,7 +80,7 @@ func (s *Server) ClearFaults() {
 // takeFault returns the first fault matching r, counting the hit. Callers hold s.mu.
 func (s *Server) takeFault(r *http.Request) *Fault {
 	for i, f := range s.faults {
-		if !f.matches(r) {
+		if !f.matches(r) || f.Probability > 0 && rand.Float64() >= f.Probability {
 			continue
 		}
 		out := f.Fault
