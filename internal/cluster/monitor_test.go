@@ -320,7 +320,7 @@ func (m *monitor) report(fig *figures, ev *event) {
 		if ev.onVictim[i] {
 			conn = fmt.Sprintf("reconnected to %s after %s", ev.reconnectedTo[i], since(ev.reconnected[i]))
 		}
-		fig.note("failover %d: replica %s %s; its first incident applied after the shutdown came %s after it",
+		fig.note("failover %d: replica %s %s; first incident applied %s after the shutdown",
 			ev.k, r.name, conn, since(ev.firstApplied[i]))
 	}
 	for i, p := range m.plugins {
