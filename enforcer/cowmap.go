@@ -41,6 +41,9 @@ type shard[K comparable] struct {
 	// minExp is the earliest expiry in the shard (0 when nothing in it expires), so the
 	// expiry sweep skips shards with nothing due.
 	minExp int64
+	// gen is unique among the shards of one cowMap (and never 0): the lookup cache knows
+	// by it that a shard is the one it read.
+	gen uint64
 }
 
 func (s *shard[K]) find(k K, h uint64) (rule, bool) {
@@ -67,12 +70,12 @@ func (s *shard[K]) rule(e *entry[K]) rule {
 }
 
 // freeze builds the immutable shard holding m.
-func freeze[K comparable](m map[K]rule, hash func(K) uint64) *shard[K] {
+func freeze[K comparable](m map[K]rule, hash func(K) uint64, gen uint64) *shard[K] {
 	if len(m) == 0 {
 		return nil
 	}
 	size := uint64(1) << bits.Len(uint(2*len(m)-1)) // a power of two ≥ 2·len
-	s := &shard[K]{index: make([]uint32, size), entries: make([]entry[K], 0, len(m)), mask: size - 1}
+	s := &shard[K]{index: make([]uint32, size), entries: make([]entry[K], 0, len(m)), mask: size - 1, gen: gen}
 	for k, r := range m {
 		h := hash(k)
 		i := h & s.mask
@@ -111,6 +114,7 @@ func (s *shard[K]) thaw() map[K]rule {
 type cowMap[K comparable] struct {
 	shards [nShards]atomic.Pointer[shard[K]]
 	hash   func(K) uint64
+	gen    uint64 // the last shard generation given out; writer only
 	// draft queues, per shard, the changes made while the index is being built and not yet
 	// visible; each shard is built once, at publish. Appending is sequential work, where
 	// updating 4096 growing maps would touch memory all over a million entries. Writer only.
@@ -133,6 +137,11 @@ func (c *cowMap[K]) get(k K, h uint64) (rule, bool) {
 		return rule{}, false
 	}
 	return s.find(k, h)
+}
+
+func (c *cowMap[K]) nextGen() uint64 {
+	c.gen++
+	return c.gen
 }
 
 // each calls fn for every entry of the published shards; it is safe to run beside the
@@ -164,7 +173,7 @@ func (c *cowMap[K]) publishDrafts(count func(ns uint32, d int)) {
 			}
 			count(o.ns, d)
 		}
-		c.shards[i].Store(freeze(m, c.hash))
+		c.shards[i].Store(freeze(m, c.hash, c.nextGen()))
 		c.draft[i] = nil // let the queue go as soon as its shard is built
 	}
 	c.draft = nil
@@ -220,7 +229,7 @@ func (t *txn[K]) update(k K, h uint64, sc scopeKey, exp int64, del bool, ns uint
 // commit publishes every shard the batch changed.
 func (t *txn[K]) commit() {
 	for i, m := range t.owned {
-		t.c.shards[i].Store(freeze(m, t.c.hash))
+		t.c.shards[i].Store(freeze(m, t.c.hash, t.c.nextGen()))
 	}
 	t.owned = nil
 }
@@ -242,6 +251,6 @@ func (c *cowMap[K]) sweep(now int64, gone func(K, scopeKey)) {
 				m[k] = nr
 			}
 		}
-		c.shards[i].Store(freeze(m, c.hash))
+		c.shards[i].Store(freeze(m, c.hash, c.nextGen()))
 	}
 }

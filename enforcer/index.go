@@ -204,12 +204,12 @@ type index struct {
 	plan   atomic.Pointer[plan]
 	names  atomic.Pointer[[]nsKey] // namespace id → kind and name
 	counts [nKinds]atomic.Int64    // blocks per kind, for metrics and logs
-	// digests caches the SHA-256 of values requests carried (see digest.go).
-	digests *digestCache
+	// lookups caches the outcome of value lookups (see digest.go).
+	lookups *lookupCache
 }
 
 func newIndex() *index {
-	x := &index{digests: newDigestCache()}
+	x := &index{lookups: newLookupCache()}
 	x.addrs.hash, x.hashed.hash, x.plain.hash = addrHash, hashKeyHash, strKeyHash
 	x.ranges.Store(new(bart.Table[rule]))
 	x.plan.Store(&plan{})
@@ -260,18 +260,10 @@ func (x *index) lookupHash(ns uint32, d *[32]byte) (rule, bool) {
 	if s == nil {
 		return rule{}, false
 	}
-	tag := tagOf(h)
-	for i := h & s.mask; ; i = (i + 1) & s.mask {
-		v := s.index[i]
-		if v == 0 {
-			return rule{}, false
-		}
-		if v>>24 == tag {
-			if e := &s.entries[v&0xffffff-1]; e.k == k {
-				return s.rule(e), true
-			}
-		}
+	if p := hashedPosition(s, k, h); p >= 0 {
+		return s.rule(&s.entries[p]), true
 	}
+	return rule{}, false
 }
 
 func (x *index) lookupStr(ns uint32, v string) (rule, bool) {

@@ -204,3 +204,34 @@ func TestAllowedRequestDoesNotAllocate(t *testing.T) {
 		t.Errorf("%v allocs per allowed request", n)
 	}
 }
+
+// The lookup cache never answers from a shard that changed: lookups interleaved with puts
+// and deletes of the same values always agree with a plain set.
+func TestLookupCacheFollowsChanges(t *testing.T) {
+	w := newTestWriter(t, blk{kind: "header", name: "x-api-key", value: "seed"})
+	ns := w.idx.plan.Load().headers[0].id
+	want := map[string]bool{}
+	now := time.Now().UnixMilli()
+	for i := range 5000 {
+		v := fmt.Sprint("v", i%37)
+		switch i % 3 {
+		case 0:
+			if err := w.apply([]op{blk{kind: "header", name: "x-api-key", value: v}.op()}, now); err != nil {
+				t.Fatal(err)
+			}
+			want[v] = true
+		case 1:
+			if err := w.apply([]op{{del: true, parts: blk{kind: "header", name: "x-api-key", value: v}.op().parts}}, now); err != nil {
+				t.Fatal(err)
+			}
+			delete(want, v)
+		}
+		for j := range 3 { // read each value a few times so the cache answers
+			u := fmt.Sprint("v", (i+j*11)%37)
+			_, got := w.idx.lookupValue(ns, u)
+			if got != want[u] {
+				t.Fatalf("step %d: %s found = %v, want %v", i, u, got, want[u])
+			}
+		}
+	}
+}

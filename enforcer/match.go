@@ -212,9 +212,7 @@ func (m *matcher) matchHeaders(r request) (verdict, error) {
 
 // matchHash looks up the SHA-256 of v in namespace ns.
 func (m *matcher) matchHash(ns uint32, v string, kind schemas.EntityType) bool {
-	var h [32]byte
-	m.x.digests.sum(v, &h)
-	r, ok := m.x.lookupHash(ns, &h)
+	r, ok := m.x.lookupValue(ns, v)
 	return ok && m.note(r, kind)
 }
 
