@@ -49,11 +49,13 @@ func (e *IncompatibleError) Unwrap() error { return ErrIncompatible }
 // short), storage file, num_replicas at least ours. Limits such as max_bytes, max_msgs and
 // placement are left to operators.
 func (b *Broker) Provision(ctx context.Context) error {
+	// A cluster that just formed may leave the first requests through a
+	// node unanswered: retry those, never an incompatible configuration.
 	var errs []error
 	for _, want := range b.streamConfigs() {
-		errs = append(errs, b.ensureStream(ctx, want))
+		errs = append(errs, Retry(ctx, 6, 5*time.Second, func(ctx context.Context) error { return b.ensureStream(ctx, want) }))
 	}
-	errs = append(errs, b.ensureBucket(ctx))
+	errs = append(errs, Retry(ctx, 6, 5*time.Second, b.ensureBucket))
 	return errors.Join(errs...)
 }
 

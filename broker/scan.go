@@ -37,7 +37,11 @@ func OpenCursor(ctx context.Context, js orderedConsumers, stream string, cfg jet
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", stream, err)
 	}
-	info, err := cons.Info(ctx)
+	var info *jetstream.ConsumerInfo
+	err = Retry(ctx, 5, 5*time.Second, func(ctx context.Context) error {
+		info, err = cons.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", stream, err)
 	}
@@ -74,7 +78,14 @@ func (c *Cursor) fetch(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	batch, err := c.cons.Fetch(int(min(c.total-c.done, 500)), jetstream.FetchMaxWait(10*time.Second))
+	var batch jetstream.MessageBatch
+	// On a cluster the first fetch of a fresh ordered consumer may find no
+	// responder yet; another attempt finds it.
+	err := Retry(ctx, 5, 15*time.Second, func(context.Context) error {
+		var err error
+		batch, err = c.cons.Fetch(int(min(c.total-c.done, 500)), jetstream.FetchMaxWait(10*time.Second))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", c.stream, err)
 	}

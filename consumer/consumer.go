@@ -134,14 +134,21 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 // Run consumes until ctx is cancelled; messages in hand are finished (or
 // left for redelivery) before it returns. Cancellation returns nil.
 func (c *Consumer) Run(ctx context.Context) error {
-	cons, err := c.cfg.JS.CreateOrUpdateConsumer(ctx, c.names.IncidentStream, jetstream.ConsumerConfig{
-		Durable:       c.cfg.Durable,
-		Description:   "blockwire: incidents to blocks",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.cfg.AckWait,
-		MaxDeliver:    c.cfg.MaxDeliver,
-		MaxAckPending: max(1000, 4*c.cfg.Workers),
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+	// Retried: replicas starting together, or a cluster electing a leader,
+	// leave a create unanswered for a moment.
+	var cons jetstream.Consumer
+	err := broker.Retry(ctx, 10, 5*time.Second, func(ctx context.Context) error {
+		var err error
+		cons, err = c.cfg.JS.CreateOrUpdateConsumer(ctx, c.names.IncidentStream, jetstream.ConsumerConfig{
+			Durable:       c.cfg.Durable,
+			Description:   "blockwire: incidents to blocks",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.cfg.AckWait,
+			MaxDeliver:    c.cfg.MaxDeliver,
+			MaxAckPending: max(1000, 4*c.cfg.Workers),
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", c.cfg.Durable, err)
@@ -153,9 +160,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case msgs <- m:
 		case <-gctx.Done(): // not acked: redelivered to another replica or after restart
 		}
-	}, jetstream.PullMaxMessages(2*c.cfg.Workers), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		c.log.Warn().Err(err).Msg("consume incidents")
-	}))
+	}, jetstream.PullMaxMessages(2*c.cfg.Workers),
+		// Short pulls: a pull lost to a leader change or a racing create is
+		// replaced in seconds, not after two missed 15 s heartbeats.
+		jetstream.PullExpiry(5*time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Warn().Err(err).Msg("consume incidents")
+		}))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", c.names.IncidentStream, err)
 	}

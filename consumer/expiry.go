@@ -63,7 +63,7 @@ func (c *Consumer) watchExpiries(ctx context.Context) error {
 			return
 		}
 		c.m.blocks.WithLabelValues(string(schemas.ActionExpired), string(rec.Kind)).Inc()
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullExpiry(5*time.Second), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		c.log.Warn().Err(err).Msg("consume bucket changes")
 	}))
 	if err != nil {
