@@ -21,6 +21,20 @@ import (
 // NATS (the make run system's embedded server by default): they need the
 // streams, not serve.
 
+// openReader connects and returns a reader of the log and the audit trail.
+func openReader(ctx context.Context, c broker.Config) (*replay.Reader, func(), error) {
+	b, done, err := openBroker(ctx, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := replay.NewReader(b.JetStream(), b.Names())
+	if err != nil {
+		done()
+		return nil, nil, err
+	}
+	return r, done, nil
+}
+
 // openBroker connects to NATS, bounded in time so an unreachable server is
 // a clear error, not a hang.
 func openBroker(ctx context.Context, c broker.Config) (*broker.Broker, func(), error) {
@@ -63,15 +77,11 @@ func newReplayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, done, err := openBroker(cmd.Context(), nc)
+			r, done, err := openReader(cmd.Context(), nc)
 			if err != nil {
 				return err
 			}
 			defer done()
-			r, err := replay.NewReader(b.JetStream(), b.Names())
-			if err != nil {
-				return err
-			}
 			if err := r.Run(cmd.Context(), f, w.Write, progress(cmd.ErrOrStderr(), "replay")); err != nil {
 				return fmt.Errorf("replay: %w", err)
 			}
@@ -107,15 +117,11 @@ func newExplainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, done, err := openBroker(cmd.Context(), nc)
+			r, done, err := openReader(cmd.Context(), nc)
 			if err != nil {
 				return err
 			}
 			defer done()
-			r, err := replay.NewReader(b.JetStream(), b.Names())
-			if err != nil {
-				return err
-			}
 			ex, err := r.Explain(cmd.Context(), key)
 			if err != nil {
 				return fmt.Errorf("explain: %w", err)
