@@ -58,7 +58,7 @@ func (m *metrics) blockedBy(v verdict) prometheus.Counter {
 type mirrorCollector struct {
 	m *Mirror
 
-	synced, entries, staleness, lastUpdate, snapshotAge *prometheus.Desc
+	synced, entries, staleness, lastUpdate, snapshotAge, resumes *prometheus.Desc
 }
 
 func newMirrorCollector(m *Mirror) *mirrorCollector {
@@ -73,11 +73,12 @@ func newMirrorCollector(m *Mirror) *mirrorCollector {
 		staleness:   d("staleness_seconds", "How long ago the block list was last known to match the bucket (0 while synced)."),
 		lastUpdate:  d("last_update_age_seconds", "Time since the last change was applied to the block list."),
 		snapshotAge: d("snapshot_age_seconds", "Time since the local snapshot was last written or loaded (-1: never)."),
+		resumes:     d("watch_resumes_total", "Watches resumed after the last applied revision, by reason: reconnect (a short outage) or stall (the watch's consumer stopped delivering).", "reason"),
 	}
 }
 
 func (c *mirrorCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.synced, c.entries, c.staleness, c.lastUpdate, c.snapshotAge} {
+	for _, d := range []*prometheus.Desc{c.synced, c.entries, c.staleness, c.lastUpdate, c.snapshotAge, c.resumes} {
 		ch <- d
 	}
 }
@@ -101,4 +102,7 @@ func (c *mirrorCollector) Collect(ch chan<- prometheus.Metric) {
 		snap = st.SnapshotAge.Seconds()
 	}
 	ch <- prometheus.MustNewConstMetric(c.snapshotAge, prometheus.GaugeValue, snap)
+	for r := range resumeReason(nResumeReasons) {
+		ch <- prometheus.MustNewConstMetric(c.resumes, prometheus.CounterValue, float64(st.Resumes[r]), r.String())
+	}
 }

@@ -26,7 +26,10 @@ type mirrorConfig struct {
 	// bucket as markers (they live broker.BlockMarkerTTL).
 	rewatchAfter time.Duration
 	sweepEvery   time.Duration
-	log          zerolog.Logger
+	// lagCheckEvery is how long the watch may stay idle before the stream is asked whether
+	// it missed something (see lagCheck); default 1 s.
+	lagCheckEvery time.Duration
+	log           zerolog.Logger
 }
 
 // Mirror keeps one in-memory index of a bucket current: one NATS connection and one KV
@@ -46,6 +49,7 @@ type Mirror struct {
 	snapVersion atomic.Uint64
 	invalid     atomic.Int64 // entries that could not be indexed
 	discAt      atomic.Int64 // Unix ms of the last disconnect
+	resumes     [nResumeReasons]atomic.Int64
 
 	// reconnected is signalled by every reconnect; outage holds the longest outage (ms) since
 	// the watch last looked.
@@ -55,6 +59,9 @@ type Mirror struct {
 }
 
 func newMirror(cfg mirrorConfig) *Mirror {
+	if cfg.lagCheckEvery <= 0 {
+		cfg.lagCheckEvery = time.Second
+	}
 	return &Mirror{cfg: cfg, started: time.Now(), reconnected: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
@@ -71,12 +78,32 @@ type MirrorStatus struct {
 	LastUpdateAge time.Duration
 	SnapshotAge   time.Duration // -1 when no snapshot was written or loaded
 	Invalid       int64
+	Resumes       [nResumeReasons]int64 // watches resumed after the last applied revision, by reason
+}
+
+// resumeReason is why a watch resumed after its last applied revision.
+type resumeReason int
+
+const (
+	resumeReconnect resumeReason = iota // the connection came back after a short outage
+	resumeStall                         // the watch's consumer stopped delivering (lagCheck)
+	nResumeReasons
+)
+
+func (r resumeReason) String() string {
+	if r == resumeStall {
+		return "stall"
+	}
+	return "reconnect"
 }
 
 // Status reports the mirror's state at now.
 func (m *Mirror) Status(now time.Time) MirrorStatus {
 	nowMs := now.UnixMilli()
 	st := MirrorStatus{SnapshotAge: -1, Invalid: m.invalid.Load()}
+	for i := range st.Resumes {
+		st.Resumes[i] = m.resumes[i].Load()
+	}
 	if nc := m.nc.Load(); nc != nil {
 		st.Connected = nc.IsConnected()
 	}
@@ -226,10 +253,12 @@ var errWatchClosed = errors.New("kv watcher stopped")
 // snapshot, is simply not in the new index. Until the swap, requests keep using the
 // previous index (the snapshot, or the last watch's).
 //
-// After a reconnect, the watch resumes right after the last revision it applied: nats.go's
-// own recovery waits for missed heartbeats (about 20 s without new blocks after a server
-// restart). After a long outage it returns, and the caller starts over and reconciles.
-func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
+// After a reconnect, or when lagCheck finds the watch's consumer gone quiet, the watch resumes
+// right after the last revision it applied: nats.go's own recovery waits for missed
+// heartbeats (about 20 s without new blocks after a server restart, 11–16 s when the server
+// holding the consumer dies). After a long outage it returns, and the caller starts over and
+// reconciles.
+func (m *Mirror) watch(ctx context.Context, kv watchedBucket) error {
 	start := time.Now()
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
@@ -241,9 +270,24 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 	building := true
 	sweep := time.NewTicker(m.cfg.sweepEvery)
 	defer sweep.Stop()
+	lag := time.NewTicker(m.cfg.lagCheckEvery)
+	defer lag.Stop()
+	check := newLagCheck(m.cfg.lagCheckEvery)
+	lastEntry := time.Now()
 	updates := w.Updates()
 	ops := make([]op, 0, 64)
 	var lastRev uint64
+	resume := func(why resumeReason) error {
+		nw, err := m.resume(ctx, kv, lastRev+1, why)
+		if err != nil {
+			return err
+		}
+		_ = w.Stop()
+		w, updates = nw, nw.Updates()
+		m.synced.Store(false) // until the resumed watch catches up
+		lastEntry = time.Now()
+		return nil
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -254,13 +298,21 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 				m.cfg.log.Info().Dur("outage", gap).Msg("reloading the bucket to reconcile")
 				return nil
 			}
-			nw, err := m.resume(ctx, kv, lastRev+1)
-			if err != nil {
+			if err := resume(resumeReconnect); err != nil {
 				return err
 			}
-			_ = w.Stop()
-			w, updates = nw, nw.Updates()
-			m.synced.Store(false) // until the resumed watch catches up
+		case now := <-lag.C:
+			if !building {
+				check.maybeProbe(ctx, kv, now, lastEntry)
+			}
+		case seq := <-check.answers():
+			if check.stalled(seq, lastRev, time.Now()) {
+				m.cfg.log.Warn().Uint64("applied", lastRev).Uint64("stream_last", seq).
+					Msg("the watch stopped delivering; resuming it")
+				if err := resume(resumeStall); err != nil {
+					return err
+				}
+			}
 		case <-sweep.C:
 			if !building {
 				wr.sweep(time.Now().UnixMilli())
@@ -269,9 +321,10 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 			if !ok {
 				return errWatchClosed
 			}
+			lastEntry = time.Now()
 			ops = ops[:0]
 			marker, closed := m.collect(e, updates, &ops, &lastRev)
-			now := time.Now().UnixMilli()
+			now := lastEntry.UnixMilli()
 			if len(ops) > 0 {
 				if err := wr.apply(ops, now); err != nil {
 					m.invalid.Add(1)
@@ -292,6 +345,7 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 				}
 				m.synced.Store(true)
 				m.knownAt.Store(now)
+				lastRev = check.settled(lastRev)
 			}
 			if closed {
 				return errWatchClosed
@@ -301,12 +355,13 @@ func (m *Mirror) watch(ctx context.Context, kv jetstream.KeyValue) error {
 }
 
 // resume watches the bucket from revision rev on, retrying while JetStream comes back.
-func (m *Mirror) resume(ctx context.Context, kv jetstream.KeyValue, rev uint64) (jetstream.KeyWatcher, error) {
+func (m *Mirror) resume(ctx context.Context, kv watchedBucket, rev uint64, why resumeReason) (jetstream.KeyWatcher, error) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		w, err := kv.WatchAll(ctx, jetstream.ResumeFromRevision(rev))
 		if err == nil {
-			m.cfg.log.Info().Uint64("revision", rev).Msg("watch resumed")
+			m.resumes[why].Add(1)
+			m.cfg.log.Info().Uint64("revision", rev).Stringer("reason", why).Msg("watch resumed")
 			return w, nil
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {

@@ -39,6 +39,7 @@ const (
 	envMetricsAddr      = "BLOCKWIRE_ENFORCER_METRICS_ADDR"
 	envSnapshot         = "BLOCKWIRE_ENFORCER_SNAPSHOT"          // a file path, or "off"
 	envSnapshotInterval = "BLOCKWIRE_ENFORCER_SNAPSHOT_INTERVAL" // Go duration, default 1m
+	envWatchCheck       = "BLOCKWIRE_ENFORCER_WATCH_CHECK"       // Go duration, default 1s (see lagCheck)
 	envLogInterval      = "BLOCKWIRE_ENFORCER_LOG_INTERVAL"      // Go duration, default 1m; 0 = off
 	snapshotFileName    = "noname-prevention.snapshot"
 )
@@ -92,6 +93,7 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 			snapshotEvery: envDuration(cfg, envSnapshotInterval, time.Minute),
 			rewatchAfter:  5 * time.Minute,
 			sweepEvery:    time.Second,
+			lagCheckEvery: envDuration(cfg, envWatchCheck, time.Second),
 		},
 	}
 	rt.logEvery = envDuration(cfg, envLogInterval, time.Minute)
