@@ -39,14 +39,7 @@ func newRig(t testing.TB, opts kongfake.Options) *rig {
 	t.Helper()
 	srv := natstest.Start(t)
 	ctx := context.Background()
-	b, err := broker.Open(ctx, broker.Config{URL: srv.URL()})
-	if err != nil {
-		t.Fatalf("open broker: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Provision(ctx); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
+	b := natstest.Provisioned(t, srv.URL())
 	kv, err := b.Blocks(ctx)
 	if err != nil {
 		t.Fatal(err)

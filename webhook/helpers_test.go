@@ -39,16 +39,8 @@ type env struct {
 // bearer token and an HMAC secret required.
 func newEnv(t *testing.T, mutate func(*webhook.Config)) *env {
 	t.Helper()
-	ctx := context.Background()
 	srv := natstest.Start(t)
-	b, err := broker.Open(ctx, broker.Config{URL: srv.URL()})
-	if err != nil {
-		t.Fatalf("open broker: %v", err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Provision(ctx); err != nil {
-		t.Fatalf("provision: %v", err)
-	}
+	b := natstest.Provisioned(t, srv.URL())
 	e := &env{nats: srv, broker: b, js: b.JetStream(), now: time.Now()}
 	lister, err := consumer.NewLister(b.JetStream(), b.Names().BlocksBucket, nil)
 	if err != nil {

@@ -27,14 +27,7 @@ func newHistory(t *testing.T, items []fixture.Item, mutate func(*consumer.Config
 	t.Helper()
 	ctx := context.Background()
 	srv := natstest.Start(t)
-	b, err := broker.Open(ctx, broker.Config{URL: srv.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b := natstest.Provisioned(t, srv.URL())
 	cfg := consumer.Config{JS: b.JetStream(), Conn: b.Conn(), Registry: prometheus.NewRegistry(), Logger: zerolog.Nop(), Actor: "test"}
 	if mutate != nil {
 		mutate(&cfg)
