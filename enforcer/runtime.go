@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+
+	"github.com/blockwire/blockwire/schemas"
 )
 
 // RuntimeConfig configures the process-wide part of the plugin. Every field is optional.
@@ -29,6 +31,9 @@ type RuntimeConfig struct {
 	Getenv func(string) string
 	// Logger receives the plugin's log; Kong copies the plugin server's stderr to its log.
 	Logger zerolog.Logger
+	// Priority is the plugin's priority in Kong's order, as given to go-pdk; 0 = unknown.
+	// Only used to warn that consumer blocks cannot match before authentication.
+	Priority int
 	// Registry receives the metrics; default a new registry (with Go and process metrics),
 	// served on BLOCKWIRE_ENFORCER_METRICS_ADDR when set.
 	Registry *prometheus.Registry
@@ -55,6 +60,7 @@ type Runtime struct {
 	snapshotPath string // for the environment's location; "" = off
 	mirrorBase   mirrorConfig
 	logEvery     time.Duration
+	priority     int
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -97,6 +103,7 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 		},
 	}
 	rt.logEvery = envDuration(cfg, envLogInterval, time.Minute)
+	rt.priority = cfg.Priority
 	rt.snapshotPath = snapshotPath(cfg)
 
 	if s, err := rt.env.resolve(&Config{}); err != nil {
@@ -224,6 +231,10 @@ func (rt *Runtime) serveMetrics(addr string) {
 	rt.log.Info().Str("addr", ln.Addr().String()).Msg("metrics endpoint listening")
 }
 
+// firstAuthPriority is the lowest priority of Kong's bundled authentication plugins
+// (hmac-auth, 1030). A plugin at or above it may run before the consumer is known.
+const firstAuthPriority = 1030
+
 // logLoop writes one status line per mirror every logEvery, so Kong's log shows that the
 // block list is current without a metrics stack.
 func (rt *Runtime) logLoop() {
@@ -242,16 +253,24 @@ func (rt *Runtime) logLoop() {
 			}
 			rt.mu.Unlock()
 			for _, m := range ms {
-				st := m.Status(now)
-				ev := rt.log.Info().Str("bucket", m.cfg.loc.bucket).Bool("synced", st.Synced).
-					Bool("connected", st.Connected).Int64("entries", st.Entries).
-					Dur("staleness", st.Staleness).Dur("last_update_age", st.LastUpdateAge)
-				for i, k := range kindsByIndex {
-					ev = ev.Int64(string(k), st.ByKind[i])
-				}
-				ev.Msg("enforcer status")
+				rt.logStatus(m, now)
 			}
 		}
+	}
+}
+
+func (rt *Runtime) logStatus(m *Mirror, now time.Time) {
+	st := m.Status(now)
+	ev := rt.log.Info().Str("bucket", m.cfg.loc.bucket).Bool("synced", st.Synced).
+		Bool("connected", st.Connected).Int64("entries", st.Entries).
+		Dur("staleness", st.Staleness).Dur("last_update_age", st.LastUpdateAge)
+	for i, k := range kindsByIndex {
+		ev = ev.Int64(string(k), st.ByKind[i])
+	}
+	ev.Msg("enforcer status")
+	if n := st.ByKind[kindIndex(schemas.EntityConsumer)]; n > 0 && rt.priority >= firstAuthPriority {
+		rt.log.Warn().Str("bucket", m.cfg.loc.bucket).Int("priority", rt.priority).Int64("consumer_blocks", n).
+			Msg("consumer blocks cannot match: the plugin runs before authentication; set BLOCKWIRE_ENFORCER_PRIORITY=1000, or let the Kong sync enforce them")
 	}
 }
 

@@ -64,7 +64,7 @@ func main() {
 	}
 
 	log := newLogger()
-	rt, err := enforcer.NewRuntime(enforcer.RuntimeConfig{KongPrefix: flagValue("kong-prefix"), Logger: log})
+	rt, err := enforcer.NewRuntime(enforcer.RuntimeConfig{KongPrefix: flagValue("kong-prefix"), Logger: log, Priority: priority})
 	if err != nil {
 		log.Error().Err(err).Msg("start")
 		os.Exit(1)
