@@ -65,6 +65,7 @@ fuzz:
 soak: build
 	BLOCKWIRE_SOAK=1 $(GO) test -count=1 -timeout 60m -v ./internal/faults/... ./internal/cluster/... | grep -E '^(---|ok|FAIL)|FIGURES'
 	BLOCKWIRE_SOAK=1 $(GO) test -count=1 -timeout 20m -v -run KongChaos ./kongsync/ | grep -E '^(---|ok|FAIL)|FIGURES'
+	BLOCKWIRE_SOAK=1 $(GO) test -count=1 -timeout 30m -v -run PluginCrash ./cmd/noname-prevention/ | grep -E '^(---|ok|FAIL)|FIGURES'
 
 
 clean:

@@ -204,6 +204,13 @@ func (rt *Runtime) mirror(loc location) *Mirror {
 		rt.log.Warn().Err(err).Msg("register mirror metrics")
 	}
 	rt.mirrors[loc] = m
+	if cfg.snapshotPath != "" {
+		// Here, not only in run: the plugin server must not answer a request before the
+		// snapshot is in place, or a restarted node lets blocked clients through (fail open)
+		// or refuses everyone (fail closed) while it loads. The default location's mirror is
+		// created before go-pdk listens; another location's, before its instance starts.
+		m.loadSnapshot()
+	}
 	rt.wg.Add(1)
 	go func() {
 		defer rt.wg.Done()

@@ -158,6 +158,9 @@ func encodeSnapshot(w *bufio.Writer, x *index, hdr snapshotHeader) (int, error) 
 // loadSnapshot serves the snapshot file, if there is a valid one for this bucket, until the
 // bucket's state replaces it.
 func (m *Mirror) loadSnapshot() {
+	if m.cur.Load() != nil {
+		return // already loaded (Runtime.mirror loads it before run), or synced since
+	}
 	start := time.Now()
 	wr, hdr, err := readSnapshotFile(m.cfg.snapshotPath, m.cfg.loc, start.UnixMilli())
 	switch {
