@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,7 @@ type Mirror struct {
 	invalid     atomic.Int64 // entries that could not be indexed
 	discAt      atomic.Int64 // Unix ms of the last disconnect
 	resumes     [nResumeReasons]atomic.Int64
+	snapOnce    sync.Once // the snapshot is read at most once
 
 	// reconnected is signalled by every reconnect; outage holds the longest outage (ms) since
 	// the watch last looked.

@@ -156,11 +156,11 @@ func encodeSnapshot(w *bufio.Writer, x *index, hdr snapshotHeader) (int, error) 
 }
 
 // loadSnapshot serves the snapshot file, if there is a valid one for this bucket, until the
-// bucket's state replaces it.
-func (m *Mirror) loadSnapshot() {
-	if m.cur.Load() != nil {
-		return // already loaded (Runtime.mirror loads it before run), or synced since
-	}
+// bucket's state replaces it. Only the first call reads the file: Runtime.mirror loads it
+// before the plugin answers, and run again for mirrors started without a Runtime.
+func (m *Mirror) loadSnapshot() { m.snapOnce.Do(m.readSnapshot) }
+
+func (m *Mirror) readSnapshot() {
 	start := time.Now()
 	wr, hdr, err := readSnapshotFile(m.cfg.snapshotPath, m.cfg.loc, start.UnixMilli())
 	switch {
