@@ -54,7 +54,7 @@ lint:
 # Every fuzz target, seeded from testdata/, FUZZTIME each.
 FUZZTIME ?= 60s
 FUZZ_TARGETS ?= ./schemas:FuzzParseIncident ./schemas:FuzzBlockKey ./schemas:FuzzParseBlockKey \
-	./consumer:FuzzTranslate
+	./schemas:FuzzCanonicalValue ./consumer:FuzzTranslate ./enforcer:FuzzJWTClaims ./enforcer:FuzzConfig
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn in $$pkg for $(FUZZTIME)"; \

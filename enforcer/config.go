@@ -148,7 +148,7 @@ func (e envDefaults) resolve(c *Config) (settings, error) {
 
 	s.loc.url, from = pick("nats_url", c.NATSURL, "BLOCKWIRE_NATS_URL", e.natsURL, DefaultNATSURL)
 	if err := checkNATSURL(s.loc.url); err != nil {
-		bad("%s %q: %w", from, s.loc.url, err)
+		bad("%s %q: %w", from, redactURL(s.loc.url), err) // logged: no credentials
 	}
 	s.loc.creds, from = pick("nats_credentials", c.NATSCredentials, "BLOCKWIRE_NATS_CREDS", e.creds, "")
 	if s.loc.creds != "" {
@@ -205,6 +205,15 @@ func checkNATSURL(list string) error {
 		}
 		pu, err := url.Parse(u)
 		if err != nil {
+			// Not err: it quotes the URL. Nor its cause when there may be credentials: an
+			// unescaped "/" or "?" in a password puts part of it in the "port" it quotes.
+			if strings.Contains(u, "@") {
+				return errors.New("not a URL (details withheld: it has credentials)")
+			}
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
 			return fmt.Errorf("not a URL: %w", err)
 		}
 		switch pu.Scheme {
@@ -219,7 +228,7 @@ func checkNATSURL(list string) error {
 	return nil
 }
 
-// redactURL drops user information from a server list for logs and metric labels.
+// redactURL drops user information from a server list for logs, metric labels and errors.
 func redactURL(list string) string {
 	var out []string
 	for u := range strings.SplitSeq(list, ",") {
@@ -227,6 +236,14 @@ func redactURL(list string) string {
 		if pu, err := url.Parse(u); err == nil && pu.User != nil {
 			pu.User = nil
 			u = pu.String()
+		} else if at := strings.LastIndexByte(u, '@'); at >= 0 {
+			// No scheme (nats.go reads "user:pw@host" as nats://user:pw@host, url.Parse as
+			// scheme "user"), or no valid URL: drop all that may be credentials.
+			start := 0
+			if i := strings.Index(u, "://"); i >= 0 && i < at {
+				start = i + 3
+			}
+			u = u[:start] + u[at+1:]
 		}
 		out = append(out, u)
 	}

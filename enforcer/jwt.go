@@ -54,7 +54,7 @@ func (m *matcher) matchClaims(tok string) bool {
 			return false
 		}
 		name := bytesString(key)
-		if esc {
+		if esc || !utf8.Valid(key) {
 			name = unescapeJSON(key)
 		}
 		ns, wanted := m.p.claims.get(name)
@@ -70,7 +70,7 @@ func (m *matcher) matchClaims(tok string) bool {
 				return false
 			}
 			v := bytesString(raw)
-			if esc {
+			if esc || !utf8.Valid(raw) {
 				v = unescapeJSON(raw)
 			}
 			if m.claimBlocks(ns, v) {
@@ -194,13 +194,24 @@ func (s *jsonScanner) skip() bool {
 	return depth == 0
 }
 
-// unescapeJSON decodes the escapes of a JSON string's content; invalid escapes and lone
-// surrogates become U+FFFD, as encoding/json does.
+// unescapeJSON decodes the escapes of a JSON string's content; invalid escapes, lone
+// surrogates and each byte of invalid UTF-8 become U+FFFD, as encoding/json does (and so the
+// consumer, which derives the blocks).
 func unescapeJSON(raw []byte) string {
 	var b strings.Builder
 	b.Grow(len(raw))
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
+		if c >= utf8.RuneSelf {
+			r, n := utf8.DecodeRune(raw[i:])
+			if r == utf8.RuneError && n == 1 {
+				b.WriteRune(utf8.RuneError)
+			} else {
+				b.Write(raw[i : i+n])
+			}
+			i += n - 1
+			continue
+		}
 		if c != '\\' || i+1 >= len(raw) {
 			b.WriteByte(c)
 			continue

@@ -1,0 +1,533 @@
+package enforcer
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/blockwire/blockwire/schemas"
+)
+
+const fuzzSeeds = "testdata/fuzz-seeds"
+
+// authScheme is what precedes a token in its Authorization header: the scheme in two
+// spellings, or nothing (a bare token counts when it looks like a compact JWT).
+func authScheme(form uint8) string {
+	switch form % 3 {
+	case 0:
+		return "Bearer "
+	case 1:
+		return "bEaReR  "
+	}
+	return ""
+}
+
+// jwtSeeds returns tokens built from the payloads in testdata/fuzz-seeds/claims.txt (one a
+// line, not all of them JSON), unpadded and padded, and the jwt values of the incident
+// testdata, which are real-looking tokens, some with a scheme.
+func jwtSeeds(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fuzzSeeds, "claims.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		toks = append(toks, jwtToken(t, sc.Text()),
+			"eyJhbGciOiJub25lIn0."+base64.URLEncoding.EncodeToString(sc.Bytes())+".")
+	}
+	paths, err := filepath.Glob("../testdata/incidents/*/jwt-*.json")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no jwt incidents in ../testdata/incidents: %v", err)
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inc struct {
+			Entities []struct{ Type, Value string }
+		}
+		if json.Unmarshal(b, &inc) != nil {
+			continue
+		}
+		for _, e := range inc.Entities {
+			if e.Type == "jwt" {
+				toks = append(toks, e.Value)
+			}
+		}
+	}
+	return toks
+}
+
+// claim is one top-level member of a token's payload as encoding/json reads it. ok: the
+// value can match a block (a string as it is, a number as consumer.claimValue prints it);
+// raw is the member's JSON text.
+type claim struct {
+	name, value, raw string
+	ok               bool
+}
+
+// refClaims reads tok's payload with encoding/base64 and encoding/json, the way the consumer
+// derives jwt-by-claim blocks. decoded: the second segment is base64url (the plugin, like
+// some issuers, tolerates "=" padding, so any trailing "=" is dropped first); valid: it is a
+// JSON object encoding/json accepts. Every member is listed, duplicates included.
+func refClaims(t *testing.T, tok string) (claims []claim, decoded, valid bool) {
+	t.Helper()
+	segs := strings.Split(tok, ".")
+	if len(segs) < 3 {
+		return nil, false, false
+	}
+	p, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(segs[1], "="))
+	if err != nil {
+		return nil, false, false
+	}
+	var m map[string]any
+	if json.Unmarshal(p, &m) != nil {
+		return nil, true, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(p))
+	if _, err := dec.Token(); err != nil {
+		t.Fatalf("payload %q: %v", p, err)
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		var raw json.RawMessage
+		if err == nil {
+			err = dec.Decode(&raw)
+		}
+		var v any
+		if err == nil {
+			err = json.Unmarshal(raw, &v)
+		}
+		if err != nil {
+			t.Fatalf("payload %q: encoding/json accepts it whole, not member by member: %v", p, err)
+		}
+		c := claim{name: k.(string), raw: string(raw)}
+		switch v := v.(type) {
+		case string:
+			c.value, c.ok = v, true
+		case float64:
+			c.value, c.ok = fmt.Sprint(v), true
+		}
+		claims = append(claims, c)
+	}
+	return claims, true, true
+}
+
+// checkBearer: bearerToken returns what follows a Bearer scheme, or a bare value that looks
+// like a compact JWT (no space, two dots), trimmed; nothing else.
+func checkBearer(t *testing.T, scheme, tok, got string) {
+	t.Helper()
+	want := strings.TrimSpace(tok)
+	if scheme == "" {
+		switch {
+		case len(want) > 7 && strings.EqualFold(want[:7], "bearer "):
+			return // the fuzzer wrote the scheme itself
+		case strings.Contains(want, " ") || strings.Count(want, ".") != 2:
+			want = ""
+		}
+	}
+	if got != want {
+		t.Fatalf("bearerToken(%q) = %q, want %q", scheme+tok, got, want)
+	}
+}
+
+// FuzzJWTClaims: the plugin's JWT extraction (bearerToken, then matchClaims' hand-written
+// base64 and JSON scan) agrees with encoding/base64 + encoding/json. A block on one of the
+// token's claims (name and value as the reference read them, or a near miss) blocks the
+// request exactly when the reference finds that claim with that value. Where the scanner
+// differs on purpose, the property follows it:
+//   - duplicate names: encoding/json keeps the last, the scanner matches any; the reference
+//     lists every member, since a token must not hide a blocked claim behind a duplicate;
+//   - only strings and numbers match (consumer.claimValue stores nothing else), so a block
+//     spelling "true" or an object's JSON never matches;
+//   - JSON that encoding/json refuses (truncated, trailing data, deeper than its nesting
+//     limit) has no reference: the scanner reads what it can, on the blocking side;
+//   - a token with fewer than three segments, or whose second is not base64url, never
+//     matches; one with more (a JWE has five) has no reference: the consumer reads only
+//     three-segment tokens.
+func FuzzJWTClaims(f *testing.F) {
+	for i, tok := range jwtSeeds(f) {
+		f.Add(tok, uint8(i), uint8(i))
+		f.Add(tok, uint8(0), uint8(i)|0x80)
+	}
+	f.Fuzz(func(t *testing.T, tok string, form, pick uint8) {
+		header := authScheme(form) + tok
+		seen := bearerToken(header)
+		checkBearer(t, authScheme(form), tok, seen)
+
+		claims, decoded, valid := refClaims(t, seen)
+		name, value := "sub", "user-1"
+		if len(claims) > 0 {
+			c := claims[int(pick&0x7f)%len(claims)]
+			name, value = c.name, c.value
+			if !c.ok {
+				value = c.raw
+			}
+			if pick&0x80 != 0 {
+				value += "~" // a near miss: blocks only if another member has that value
+			}
+		}
+		if name == "" {
+			return // a jwt block without a name is a whole-token block, not a claim block
+		}
+		w := newTestWriter(t, blk{kind: schemas.EntityJWT, name: name, value: value})
+		m := matcher{x: w.idx, p: w.idx.plan.Load(), now: time.Now().UnixMilli()}
+		v, err := m.evaluate(&fakeRequest{headers: map[string][]string{"authorization": {header}}}, scopeIDs{})
+		if err != nil {
+			t.Fatalf("evaluate: %v", err)
+		}
+		if v.blocked && v.kind != schemas.EntityJWT {
+			t.Fatalf("blocked by %s, want jwt", v.kind)
+		}
+		switch {
+		case !decoded || strings.Count(seen, ".") < 2:
+			if v.blocked {
+				t.Fatalf("token %q has no base64url payload, yet a block on %q=%q matched it", seen, name, value)
+			}
+			return
+		case !valid || strings.Count(seen, ".") > 2:
+			return // no reference: see above
+		}
+		want := false
+		for _, c := range claims {
+			want = want || c.ok && c.name == name && c.value == value
+		}
+		if v.blocked != want {
+			t.Fatalf("token %q, claims %+v: a block on %q=%q matched = %v, want %v", seen, claims, name, value, v.blocked, want)
+		}
+	})
+}
+
+// sources are the names resolve gives a field's value in its messages, by where the value
+// came from: the config, the environment, the default. A message starts with the source of
+// the value it refuses.
+type sources [3]string
+
+func src(field, env string) sources { return sources{"config." + field, env, field + " default"} }
+
+// configSources lists every field's sources, in Config's order.
+func configSources() []sources {
+	return []sources{src("nats_url", "BLOCKWIRE_NATS_URL"), src("nats_credentials", "BLOCKWIRE_NATS_CREDS"),
+		src("bucket", "BLOCKWIRE_BUCKET"), src("status_code", "BLOCKWIRE_ENFORCER_STATUS_CODE"),
+		src("response_body", "BLOCKWIRE_ENFORCER_RESPONSE_BODY"), src("fail_mode", "BLOCKWIRE_FAIL_MODE")}
+}
+
+// fallback is the documented precedence: the config's value, else the environment's, else
+// the default, trimmed; it returns the value and its source.
+func fallback(from sources, cfg, env, def string) (string, string) {
+	switch {
+	case strings.TrimSpace(cfg) != "":
+		return strings.TrimSpace(cfg), from[0]
+	case strings.TrimSpace(env) != "":
+		return strings.TrimSpace(env), from[1]
+	}
+	return def, from[2]
+}
+
+// expected is what resolve must return for c and e, worked out from the documented
+// constraints, and the sources of the values that break them.
+type expected struct {
+	s   settings
+	bad map[string]bool
+}
+
+func expect(c *Config, e envDefaults) expected {
+	var x expected
+	x.bad = map[string]bool{}
+	all := configSources()
+	srcURL, srcCreds, srcBucket, srcStatus, srcBody, srcMode := all[0], all[1], all[2], all[3], all[4], all[5]
+	var from string
+	x.s.loc.url, from = fallback(srcURL, c.NATSURL, e.natsURL, DefaultNATSURL)
+	if !serverListOK(x.s.loc.url) {
+		x.bad[from] = true
+	}
+	x.s.loc.creds, from = fallback(srcCreds, c.NATSCredentials, e.creds, "")
+	if _, err := os.Stat(x.s.loc.creds); x.s.loc.creds != "" && err != nil {
+		x.bad[from] = true
+	}
+	x.s.loc.bucket, from = fallback(srcBucket, c.Bucket, e.bucket, DefaultBucket)
+	if !bucketOK(x.s.loc.bucket) {
+		x.bad[from] = true
+	}
+	x.s.status, from = c.StatusCode, srcStatus[0]
+	if x.s.status == 0 {
+		var st string
+		st, from = fallback(srcStatus, "", e.status, "403")
+		n, err := strconv.Atoi(st)
+		if err != nil {
+			x.bad[from] = true
+		}
+		x.s.status = n
+	}
+	if x.s.status < 400 || x.s.status > 599 {
+		x.bad[from] = true
+	}
+	x.s.body, from = fallback(srcBody, c.ResponseBody, e.body, "")
+	if len(x.s.body) > 64<<10 {
+		x.bad[from] = true
+	}
+	mode, from := fallback(srcMode, c.FailMode, e.failMode, "open")
+	switch asciiLower(mode) {
+	case "open":
+		x.s.failOpen = true
+	case "closed":
+	default:
+		x.bad[from] = true
+	}
+	return x
+}
+
+// serverListOK: a comma-separated list of nats://, tls://, ws:// or wss:// URLs with a host,
+// or bare host:port (nats.go adds nats://).
+func serverListOK(list string) bool {
+	for _, u := range strings.Split(list, ",") {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u
+		}
+		pu, err := url.Parse(u)
+		if err != nil || pu.Hostname() == "" {
+			return false
+		}
+		switch pu.Scheme {
+		case "nats", "tls", "ws", "wss":
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// bucketOK: nats.go's bucket name syntax.
+func bucketOK(b string) bool {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return b != ""
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// secret is put into the user information of every server of a nats_url, where nats.go
+// takes credentials from; it must never reach a message or a log line.
+const secret = "Sentinel7pw"
+
+// withSecret returns list with credentials holding secret in front of each server: after
+// its scheme, or at its start when it has none (nats.go then adds nats://). kind 1: a
+// password ("user:secret@host"), 2: a token ("secret@host"), 3: a password with a "/" that
+// should have been escaped, which makes the URL invalid (the error must still not quote
+// it). A server whose "://" follows something that is no URL scheme is left alone: there
+// the secret would be in a path.
+func withSecret(list string, kind uint8) string {
+	cred := "blockwire:" + secret + "@"
+	switch kind {
+	case 2:
+		cred = secret + "@"
+	case 3:
+		cred = "blockwire:" + secret + "/" + secret + "@"
+	}
+	servers := strings.Split(list, ",")
+	for i, s := range servers {
+		t := strings.TrimSpace(s)
+		switch scheme, rest, ok := strings.Cut(t, "://"); {
+		case t == "":
+		case !ok:
+			servers[i] = cred + t
+		case isScheme(scheme):
+			servers[i] = scheme + "://" + cred + rest
+		}
+	}
+	return strings.Join(servers, ",")
+}
+
+// isScheme: RFC 3986's scheme syntax.
+func isScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// kongConfig is the instance config with every field Config.UnmarshalJSON reads, decoded by
+// plain encoding/json: the reference for what the plugin decodes.
+type kongConfig struct {
+	NATSURL         string          `json:"nats_url"`
+	NATSCredentials string          `json:"nats_credentials"`
+	Bucket          string          `json:"bucket"`
+	StatusCode      int             `json:"status_code"`
+	ResponseBody    string          `json:"response_body"`
+	FailMode        string          `json:"fail_mode"`
+	Seq             int             `json:"__seq__"`
+	ServiceID       json.RawMessage `json:"service_id"`
+	RouteID         json.RawMessage `json:"route_id"`
+}
+
+// FuzzConfig: decoding and resolving an instance config (Kong's JSON plus the BLOCKWIRE_*
+// environment) never panics and never fails the decode (go-pdk would drop the connection);
+// what resolve accepts meets every documented constraint with the documented precedence;
+// what it refuses is refused with a message per offending value, naming where that value
+// came from; and with credentials in nats_url (secretKind: see withSecret), they appear in
+// no error, no log line and no redacted URL.
+func FuzzConfig(f *testing.F) {
+	paths, err := filepath.Glob(filepath.Join(fuzzSeeds, "config", "*.json"))
+	if err != nil || len(paths) == 0 {
+		f.Fatalf("no config seeds: %v", err)
+	}
+	for i, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, "", "", "", "", uint8(0))
+		f.Add(b, "nats://env-nats:4222", "env_blocks", "429", "closed", uint8(1+i%3))
+	}
+	f.Add([]byte(`{}`), " blockwire:pw@nats:4222 , tls://n2", "b", "x", "sometimes", uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, envURL, envBucket, envStatus, envFail string, secretKind uint8) {
+		env := envDefaults{natsURL: envURL, bucket: envBucket, status: envStatus, failMode: envFail}
+		var ref kongConfig
+		refErr := json.Unmarshal(data, &ref)
+		secretIn := false
+		if kind := secretKind % 4; kind != 0 && refErr == nil && !strings.Contains(fmt.Sprint(ref, env), secret) {
+			ref.NATSURL = withSecret(ref.NATSURL, kind)
+			env.natsURL = withSecret(env.natsURL, kind)
+			b, err := json.Marshal(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, secretIn = b, true
+			refErr = json.Unmarshal(data, &ref) // Marshal may have replaced invalid UTF-8
+		}
+
+		// Without a runtime (as for -dump): decoded like plain encoding/json, refused, no error.
+		var c Config
+		if err := c.UnmarshalJSON(data); err != nil || c.inst == nil || c.inst.err == nil {
+			t.Fatalf("UnmarshalJSON without a runtime: %v, instance %+v", err, c.inst)
+		}
+		type fields struct {
+			url, creds, bucket string
+			status             int
+			body, mode         string
+		}
+		got := fields{c.NATSURL, c.NATSCredentials, c.Bucket, c.StatusCode, c.ResponseBody, c.FailMode}
+		want := fields{ref.NATSURL, ref.NATSCredentials, ref.Bucket, ref.StatusCode, ref.ResponseBody, ref.FailMode}
+		if got != want {
+			t.Fatalf("decoded %+v, encoding/json decodes %+v", got, want)
+		}
+
+		s, err := env.resolve(&c)
+		x := expect(&c, env)
+		checkResolved(t, s, err, x)
+		var msgs []string
+		if err != nil {
+			msgs = append(msgs, err.Error())
+		} else {
+			msgs = append(msgs, redactURL(s.loc.url))
+		}
+
+		// With a runtime, as go-pdk starts an instance. The location's mirror is registered
+		// beforehand so that nothing connects anywhere.
+		var log bytes.Buffer
+		rt := &Runtime{log: zerolog.New(&log), env: env, mirrors: map[location]*Mirror{}}
+		mr := newMirror(mirrorConfig{loc: s.loc, log: zerolog.Nop()})
+		rt.mirrors[s.loc] = mr
+		ci := rt.New().(*Config)
+		if err := ci.UnmarshalJSON(data); err != nil || ci.inst == nil {
+			t.Fatalf("UnmarshalJSON failed: %v", err)
+		}
+		switch in := ci.inst; {
+		case refErr != nil:
+			if in.err == nil || !strings.Contains(in.err.Error(), "decode config") {
+				t.Fatalf("encoding/json refuses the config (%v), the instance has error %v", refErr, in.err)
+			}
+		case (in.err == nil) != (err == nil):
+			t.Fatalf("instance error %v, resolve error %v", in.err, err)
+		case in.err == nil && (in.s != s || in.mirror != mr):
+			t.Fatalf("instance settings %+v, want %+v (mirror %p, want %p)", in.s, s, in.mirror, mr)
+		}
+		if ci.inst.err != nil {
+			msgs = append(msgs, ci.inst.err.Error())
+		}
+		msgs = append(msgs, log.String())
+		if secretIn {
+			for _, m := range msgs {
+				if strings.Contains(m, secret) {
+					t.Fatalf("nats_url %q, env %q: credentials leak into %q", ref.NATSURL, env.natsURL, m)
+				}
+			}
+		}
+	})
+}
+
+// checkResolved compares resolve's answer with the documented constraints in x.
+func checkResolved(t *testing.T, s settings, err error, x expected) {
+	t.Helper()
+	if err == nil {
+		if len(x.bad) != 0 {
+			t.Fatalf("resolve accepted %+v, which breaks the constraints on %v", s, x.bad)
+		}
+		if s.status < 400 || s.status > 599 || !serverListOK(s.loc.url) || !bucketOK(s.loc.bucket) || len(s.body) > maxBodyLen {
+			t.Fatalf("accepted settings break a constraint: %+v", s)
+		}
+		want := x.s
+		want.bodyJSON = s.body == "" || json.Valid([]byte(strings.ReplaceAll(s.body, requestIDPlaceholder, "4b9cbf1a2e9c4e6d")))
+		if s != want {
+			t.Fatalf("resolve = %+v, want %+v", s, want)
+		}
+		return
+	}
+	// One message per refused value (two for a status that is no number), each starting
+	// with where that value came from; nothing else refused.
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	named := map[string]bool{}
+	for _, e := range errs {
+		src := ""
+		for _, g := range configSources() {
+			for _, s := range g {
+				if m := e.Error(); strings.HasPrefix(m, s+" ") || strings.HasPrefix(m, s+":") {
+					src = s
+				}
+			}
+		}
+		if src == "" {
+			t.Fatalf("message %q names no field", e)
+		}
+		named[src] = true
+	}
+	if fmt.Sprint(named) != fmt.Sprint(x.bad) {
+		t.Fatalf("resolve refused %v (%v); the offending values come from %v", named, err, x.bad)
+	}
+}
