@@ -69,11 +69,7 @@ func parse(r io.Reader) []row {
 // benchRow keeps the name (without the GOMAXPROCS suffix) and every metric
 // but the allocation counters, which the table has no room for.
 func benchRow(pkg string, f []string) row {
-	name := f[0]
-	if i := strings.LastIndexByte(name, '-'); i > 0 {
-		name = name[:i]
-	}
-	r := row{pkg: pkg, name: strings.TrimPrefix(name, "Benchmark")}
+	r := row{pkg: pkg, name: strings.TrimPrefix(benchName(f[0]), "Benchmark")}
 	for i := 2; i+1 < len(f); i += 2 {
 		if f[i+1] == "B/op" || f[i+1] == "MB/s" {
 			continue
@@ -81,6 +77,22 @@ func benchRow(pkg string, f []string) row {
 		r.metrics = append(r.metrics, f[i]+" "+f[i+1])
 	}
 	return r
+}
+
+// benchName drops the "-N" go test appends to a benchmark's name when
+// GOMAXPROCS is N > 1: digits after a dash in the last element. At GOMAXPROCS=1
+// there is none, and a name such as Driver/ip-only/conc1 stays whole.
+func benchName(name string) string {
+	i := strings.LastIndexByte(name, '-')
+	if i < 0 || i < strings.LastIndexByte(name, '/') || i == len(name)-1 {
+		return name
+	}
+	for _, c := range name[i+1:] {
+		if c < '0' || c > '9' {
+			return name
+		}
+	}
+	return name[:i]
 }
 
 func print(w io.Writer, rows []row) {
