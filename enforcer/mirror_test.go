@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/blockwire/blockwire/broker"
 	"github.com/blockwire/blockwire/internal/natstest"
 	"github.com/blockwire/blockwire/schemas"
 )
@@ -27,16 +26,7 @@ type bucket struct {
 func newBucket(t *testing.T) *bucket {
 	t.Helper()
 	srv := natstest.Start(t)
-	ctx := context.Background()
-	b, err := broker.Open(ctx, broker.Config{URL: srv.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	kv, err := b.Blocks(ctx)
+	kv, err := natstest.Provisioned(t, srv.URL()).Blocks(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,14 +158,7 @@ func TestMirrorWaitsForTheBucket(t *testing.T) {
 	if m.current() != nil || m.Status(time.Now()).Synced {
 		t.Fatal("synced without a bucket")
 	}
-	b, err := broker.Open(context.Background(), broker.Config{URL: srv.URL()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Provision(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	natstest.Provisioned(t, srv.URL())
 	eventually(t, "synced once the bucket exists", func() bool { return m.Status(time.Now()).Synced })
 }
 

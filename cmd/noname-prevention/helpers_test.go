@@ -220,14 +220,7 @@ func newStack(tb testing.TB, pipeline bool, guard consumer.Guardrails) *stack {
 	tb.Helper()
 	ctx := context.Background()
 	srv := natstest.Start(tb)
-	b, err := broker.Open(ctx, broker.Config{URL: srv.URL()})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = b.Close(context.Background()) })
-	if err := b.Provision(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	b := natstest.Provisioned(tb, srv.URL())
 	kv, err := b.Blocks(ctx)
 	if err != nil {
 		tb.Fatal(err)
