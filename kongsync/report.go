@@ -59,10 +59,14 @@ func (p *Plan) pluginOnlyTotal() int {
 	return n
 }
 
-func (p *Plan) pluginOnlyText() string {
+func (p *Plan) pluginOnlyText() string { return PluginOnlyText(p.PluginOnly) }
+
+// PluginOnlyText lists the counts of blocks only the plugin enforces, by kind, e.g.
+// "header 3, jwt 1"; "" when there are none.
+func PluginOnlyText(counts map[schemas.EntityType]int) string {
 	var parts []string
 	for _, k := range schemas.EntityTypes() {
-		if c := p.PluginOnly[k]; c > 0 {
+		if c := counts[k]; c > 0 {
 			parts = append(parts, fmt.Sprintf("%s %d", k, c))
 		}
 	}

@@ -91,21 +91,44 @@ type Config struct {
 
 var keyRe = regexp.MustCompile(`^[-/_=.a-zA-Z0-9]+$`)
 
-func (c *Config) defaults() {
+// CheckTimings validates a coalescing window, a reconcile period and a lease TTL as New
+// takes them (zero = the default), so a command line can refuse them before connecting.
+func CheckTimings(window, period, leaseTTL time.Duration) error {
+	c := Config{Window: window, Period: period, LeaseTTL: leaseTTL}
+	c.timingDefaults()
+	return errors.Join(c.timingErrors()...)
+}
+
+func (c *Config) timingDefaults() {
 	if c.Window == 0 {
 		c.Window = DefaultWindow
 	}
 	if c.Period == 0 {
 		c.Period = DefaultPeriod
 	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+}
+
+func (c *Config) timingErrors() []error {
+	var errs []error
+	if c.Window < 0 || c.Period <= 0 || c.Period < c.Window {
+		errs = append(errs, fmt.Errorf("window %s and period %s: want 0 <= window <= period", c.Window, c.Period))
+	}
+	if c.LeaseTTL < MinLeaseTTL {
+		errs = append(errs, fmt.Errorf("lease ttl %s: at least %s", c.LeaseTTL, MinLeaseTTL))
+	}
+	return errs
+}
+
+func (c *Config) defaults() {
+	c.timingDefaults()
 	if c.LeaseBucket == "" {
 		c.LeaseBucket = DefaultLeaseBucket
 	}
 	if c.LeaseKey == "" && c.Kong != nil {
 		c.LeaseKey = defaultLeaseKey(c.Kong.Workspace())
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.Holder == "" {
 		host, _ := os.Hostname()
@@ -148,12 +171,7 @@ func (c *Config) validate() error {
 	if err := c.Names.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Window < 0 || c.Period <= 0 || c.Period < c.Window {
-		bad("window %s and period %s: want 0 <= window <= period", c.Window, c.Period)
-	}
-	if c.LeaseTTL < MinLeaseTTL {
-		bad("lease ttl %s: at least %s", c.LeaseTTL, MinLeaseTTL)
-	}
+	errs = append(errs, c.timingErrors()...)
 	if !keyRe.MatchString(c.LeaseBucket) || len(c.LeaseBucket) > 64 {
 		bad("lease bucket %q: use letters, digits, '-' and '_'", c.LeaseBucket)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -113,7 +112,7 @@ func newKongSyncCmd(lo *logOptions) *cobra.Command {
 				return fmt.Errorf("kongsync: %w", err)
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), plan)
+				return writeJSONTo(cmd.OutOrStdout(), plan)
 			}
 			printPlan(cmd.OutOrStdout(), plan, dryRun)
 			return nil
@@ -153,7 +152,7 @@ func newKongSyncStatusCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
+				return writeJSONTo(cmd.OutOrStdout(), st)
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			return nil
@@ -165,12 +164,6 @@ func newKongSyncStatusCmd() *cobra.Command {
 	fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
 	addBrokerFlags(fs, &nc, false)
 	return cmd
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func printPlan(w io.Writer, p *kongsync.Plan, dryRun bool) {
@@ -232,13 +225,7 @@ func printFindings(w io.Writer, risks []kongsync.Risk, unresolved []kongsync.Unr
 			fmt.Fprintf(w, "  %s, %d blocks: %s\n", u.Kind, u.Blocks, u.Reason)
 		}
 	}
-	var parts []string
-	for _, k := range []schemas.EntityType{schemas.EntityHeader, schemas.EntityCookie, schemas.EntityQuery, schemas.EntityJWT} {
-		if n := pluginOnly[k]; n > 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, n))
-		}
-	}
-	if len(parts) > 0 {
-		fmt.Fprintf(w, "plugin-only blocks (no native Kong equivalent): %s\n", strings.Join(parts, ", "))
+	if text := kongsync.PluginOnlyText(pluginOnly); text != "" {
+		fmt.Fprintf(w, "plugin-only blocks (no native Kong equivalent): %s\n", text)
 	}
 }

@@ -38,11 +38,8 @@ func (k KongSync) Check() error {
 	if err := k.Kong.Validate(); err != nil {
 		return fmt.Errorf("check kong sync: %w", err)
 	}
-	if k.Window < 0 || k.Period < 0 || (k.Period > 0 && k.Period < k.Window) {
-		return fmt.Errorf("check kong sync: window %s and period %s: want 0 <= window <= period", k.Window, k.Period)
-	}
-	if k.LeaseTTL != 0 && k.LeaseTTL < kongsync.MinLeaseTTL {
-		return fmt.Errorf("check kong sync: lease ttl %s: at least %s", k.LeaseTTL, kongsync.MinLeaseTTL)
+	if err := kongsync.CheckTimings(k.Window, k.Period, k.LeaseTTL); err != nil {
+		return fmt.Errorf("check kong sync: %w", err)
 	}
 	return nil
 }
