@@ -258,15 +258,16 @@ func (s *Syncer) Run(ctx context.Context) error {
 			}
 		}
 	}
-	s.mu.Lock()
-	s.statusKV = kv
-	s.mu.Unlock()
 	l := s.newLease(kv)
 	l.run(ctx, func(lctx context.Context) error { return s.lead(lctx, l) })
 	return nil
 }
 
+// newLease makes the lease on kv, which also holds the sync's status.
 func (s *Syncer) newLease(kv jetstream.KeyValue) *lease {
+	s.mu.Lock()
+	s.statusKV = kv
+	s.mu.Unlock()
 	return &lease{
 		kv: kv, pub: s.cfg.JS, subject: "$KV." + s.cfg.LeaseBucket + "." + s.cfg.LeaseKey, key: s.cfg.LeaseKey,
 		holder: s.cfg.Holder, ttl: s.cfg.LeaseTTL, log: s.log, now: s.cfg.Now,
@@ -289,9 +290,6 @@ func (s *Syncer) Once(ctx context.Context, dryRun bool) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.statusKV = kv
-	s.mu.Unlock()
 	l := s.newLease(kv)
 	ok, err := l.tryAcquire(ctx)
 	if err != nil {

@@ -45,11 +45,19 @@ func (s *Syncer) watchBlocks(ctx context.Context, state *blockState, ready chan<
 	return nil
 }
 
-// watchOnce runs one watcher until it breaks or ctx ends.
-func (s *Syncer) watchOnce(ctx context.Context, state *blockState, loaded func(), signal func()) error {
+func (s *Syncer) openBlocks(ctx context.Context) (jetstream.KeyValue, error) {
 	kv, err := s.cfg.JS.KeyValue(ctx, s.names.BlocksBucket)
 	if err != nil {
-		return fmt.Errorf("open blocks bucket %s: %w", s.names.BlocksBucket, err)
+		return nil, fmt.Errorf("open blocks bucket %s: %w", s.names.BlocksBucket, err)
+	}
+	return kv, nil
+}
+
+// watchOnce runs one watcher until it breaks or ctx ends.
+func (s *Syncer) watchOnce(ctx context.Context, state *blockState, loaded func(), signal func()) error {
+	kv, err := s.openBlocks(ctx)
+	if err != nil {
+		return err
 	}
 	return s.consume(ctx, kv, state, loaded, signal)
 }
@@ -106,9 +114,9 @@ func (s *Syncer) consume(ctx context.Context, kv blocksBucket, state *blockState
 
 // loadBlocks reads the bucket once (for Once and the CLI).
 func (s *Syncer) loadBlocks(ctx context.Context, state *blockState) error {
-	kv, err := s.cfg.JS.KeyValue(ctx, s.names.BlocksBucket)
+	kv, err := s.openBlocks(ctx)
 	if err != nil {
-		return fmt.Errorf("open blocks bucket %s: %w", s.names.BlocksBucket, err)
+		return err
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
