@@ -214,13 +214,17 @@ var serveFlags = sync.OnceValues(func() (map[string]bool, error) {
 })
 
 // pluginEnvNames are the BLOCKWIRE_* names the plugin's code reads (string literals in the
-// non-test Go files of enforcer/ and cmd/noname-prevention/); empty until it is written.
+// non-test Go files of enforcer/ and cmd/noname-prevention/). It fails the test when it finds
+// none: the loops over them would check nothing.
 func pluginEnvNames(t *testing.T) map[string]bool {
 	t.Helper()
 	names := map[string]bool{}
 	lit := regexp.MustCompile(`"(BLOCKWIRE_[A-Z0-9_]+)"`)
 	for _, dir := range []string{"enforcer", filepath.FromSlash(pluginPkg)} {
-		files, _ := filepath.Glob(filepath.Join(repoRoot, dir, "*.go"))
+		files, err := filepath.Glob(filepath.Join(repoRoot, dir, "*.go"))
+		if err != nil {
+			t.Fatalf("list %s: %v", dir, err)
+		}
 		for _, f := range files {
 			if strings.HasSuffix(f, "_test.go") {
 				continue
@@ -233,6 +237,9 @@ func pluginEnvNames(t *testing.T) map[string]bool {
 				names[m[1]] = true
 			}
 		}
+	}
+	if len(names) == 0 {
+		t.Fatalf("found no BLOCKWIRE_* name in the Go files of enforcer/ and %s: the plugin reads its settings elsewhere, or the parser is out of date", pluginPkg)
 	}
 	return names
 }

@@ -12,6 +12,14 @@
 //	go test -race -run TestLeaderLossMidBurst -v ./internal/cluster                                   # compact: 2,000 incidents
 //	BLOCKWIRE_SOAK=1 go test -race -timeout 30m -run TestLeaderLossMidBurst -v ./internal/cluster     # 20,000, two failovers
 //
+// BLOCKWIRE_ENFORCER_WATCH_CHECK, when set in the test's environment, is passed on to both
+// plugins (and noted in the figures): the plugin's watch-stall check, default 1s, resumes a
+// watch whose consumer died with its node. BLOCKWIRE_ENFORCER_WATCH_CHECK=1h all but switches
+// it off and reproduces the figure from before it (the plugin whose watch was on the killed
+// node refuses the new block only after nats.go's heartbeats give up on it, 11–16 s):
+//
+//	BLOCKWIRE_ENFORCER_WATCH_CHECK=1h go test -race -run TestLeaderLossMidBurst -v ./internal/cluster
+//
 // BLOCKWIRE_CLUSTER_LOG=1 streams the servers' warnings and the replicas' logs as they happen.
 // Everything lives in the tests; this file only documents the package.
 package cluster

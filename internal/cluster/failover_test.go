@@ -52,6 +52,11 @@ func TestLeaderLossMidBurst(t *testing.T) {
 	t.Cleanup(cancel)
 	fig := &figures{mode: mode}
 	t.Cleanup(func() { t.Log(fig.String()) })
+	if v, ok := watchCheckEnv(); ok {
+		fig.note("plugins run with %s=%s (the test process's; default 1s)", envWatchCheck, v)
+	} else {
+		fig.note("plugins run with the default %s (1s)", envWatchCheck)
+	}
 
 	setupStart := time.Now()
 	c := startCluster(t)
@@ -145,6 +150,9 @@ func TestLeaderLossMidBurst(t *testing.T) {
 			asset = "KV_" + names.WithDefaults().BlocksBucket
 		}
 		victim := c.byName(waitGroup(t, js, asset, func(g groupInfo) bool { return g.Leader != "" }).Leader)
+		if k == 0 {
+			victim = placeFirstVictim(t, ctx, c, js, asset, doomed, replicas[0], pc, pw)
+		}
 		ev := mon.failover(t, k+1, victim, js)
 		fig.note("failover %d: shutting down %s, leader of %s, at %d/%d accepted, %.3fs into the burst; replica a on %s, b on %s; plugin connections on %v, watch consumers on %v",
 			k+1, victim.name, asset, bu.count.Load(), sc.incidents, time.Since(burstStart).Seconds(),
@@ -229,6 +237,11 @@ func TestLeaderLossMidBurst(t *testing.T) {
 			fig.note("replica %s: its consumer's Run ended at %+.3fs from the burst's start (serve would exit; restarted): %v",
 				r.name, e.at.Sub(burstStart).Seconds(), e.err)
 		}
+		// serve exits when its consumer's Run ends: the restart above only lets the run finish.
+		if st := r.stops(); len(st) > 0 {
+			t.Errorf("replica %s: its consumer stopped unexpectedly %d time(s) (serve would exit), first at %+.3fs from the burst's start: %v",
+				r.name, len(st), st[0].at.Sub(burstStart).Seconds(), st[0].err)
+		}
 	}
 	for _, p := range plugins {
 		if st := p.access(t, bystanderIP); st != 0 {
@@ -240,6 +253,41 @@ func TestLeaderLossMidBurst(t *testing.T) {
 			}
 		}
 	}
+}
+
+// placeFirstVictim makes sure the first node shut down carries what the setup put on doomed:
+// the leadership of asset (the incident stream), replica a's connection, plugin "conn"'s
+// connection and plugin "watch"'s watch consumer, and returns it; it fails, with the placement,
+// when it does not.
+//
+// The setup placed them all on doomed, but only the connections and the watch stay there by
+// themselves (nothing moves a connection while its node is up, and the watch's consumer, R1 in
+// memory, moves only if the plugin resumes the watch). The stream's leadership can move on its
+// own (an election under load), so it is moved back to doomed, as the setup did, before the
+// check.
+func placeFirstVictim(t *testing.T, ctx context.Context, c *cluster, js jetstream.JetStream, asset string,
+	doomed *node, ra *replica, pc, pw *plugin) *node {
+	t.Helper()
+	if g := waitGroup(t, js, asset, func(g groupInfo) bool { return g.Leader != "" }); g.Leader != doomed.name {
+		t.Logf("failover 1: %s is led by %s, not %s as placed: moving it back", asset, g.Leader, doomed.name)
+		moveLeader(t, c, js, asset, doomed)
+	}
+	leader := waitGroup(t, js, asset, func(g groupInfo) bool { return g.Leader != "" }).Leader
+	// The watch's host, as the server lists it now (the listing can miss under load: asked again).
+	var watch string
+	for range 50 {
+		if watch = pw.watchNow(ctx, c, js); watch != "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ra0, pcNode := ra.node(), pc.node(c, pw)
+	if leader != doomed.name || ra0 != doomed.name || pcNode != doomed.name || watch != doomed.name {
+		t.Fatalf("failover 1: the node to shut down does not carry what the scenario needs; placed on %s, now: "+
+			"%s leader %s, replica %s on %s, plugin %s connection on %s, plugin %s watch on %s (at start %s)",
+			doomed.name, asset, leader, ra.name, ra0, pc.name, pcNode, pw.name, watch, pw.watch)
+	}
+	return doomed
 }
 
 // provisionR3 provisions through a broker like serve's and checks that every asset really has

@@ -87,8 +87,9 @@ func (m *monitor) failover(t *testing.T, k int, victim *node, js jetstream.JetSt
 	defer cancel()
 	n := names.WithDefaults()
 	ev := &event{k: k, victim: victim.name}
-	s, _ := streamGroup(ctx, js, n.IncidentStream)
-	b, _ := streamGroup(ctx, js, "KV_"+n.BlocksBucket)
+	// Any answer will do, but an answer it must be (waitGroup retries, and fails when none comes).
+	s := waitGroup(t, js, n.IncidentStream, func(groupInfo) bool { return true })
+	b := waitGroup(t, js, "KV_"+n.BlocksBucket, func(groupInfo) bool { return true })
 	ev.ledStream, ev.ledBucket = s.Leader == victim.name, b.Leader == victim.name
 	ev.ledConsumer = consumerLeader(ctx, js) == victim.name
 	if srv := victim.server(); srv != nil {

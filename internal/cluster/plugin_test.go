@@ -124,11 +124,18 @@ func startPlugin(tb testing.TB, c *cluster, js jetstream.JetStream, name string,
 	defer cancel()
 	before := pluginConns(c)
 	lb := &pluginLog{tb: tb, name: name}
-	d, err := kongdriver.Start(ctx, kongdriver.Config{Binary: pluginBinary(tb), Stdout: lb, Stderr: lb, Env: []string{
+	env := []string{
 		"BLOCKWIRE_NATS_URL=" + c.URLs(nil),
 		"BLOCKWIRE_ENFORCER_SNAPSHOT=" + filepath.Join(tb.TempDir(), "snapshot"),
 		"BLOCKWIRE_ENFORCER_LOG_LEVEL=info",
-	}})
+	}
+	// The watch-stall check is the test process's when set (BLOCKWIRE_ENFORCER_WATCH_CHECK=1h
+	// all but switches it off, to reproduce the figures from before it): passed on explicitly,
+	// last, so that nothing set above can override it.
+	if v, ok := watchCheckEnv(); ok {
+		env = append(env, envWatchCheck+"="+v)
+	}
+	d, err := kongdriver.Start(ctx, kongdriver.Config{Binary: pluginBinary(tb), Stdout: lb, Stderr: lb, Env: env})
 	if err != nil {
 		tb.Fatalf("start plugin %s: %v", name, err)
 	}
@@ -171,6 +178,14 @@ func startPlugin(tb testing.TB, c *cluster, js jetstream.JetStream, name string,
 	}
 	tb.Fatalf("plugin %s never landed where wanted in 40 starts (connection/watch: %v)", name, seen)
 	return nil
+}
+
+// envWatchCheck is the plugin's watch-stall check period (a Go duration, default 1s).
+const envWatchCheck = "BLOCKWIRE_ENFORCER_WATCH_CHECK"
+
+// watchCheckEnv is BLOCKWIRE_ENFORCER_WATCH_CHECK in the test process's environment, if set.
+func watchCheckEnv() (string, bool) {
+	return os.LookupEnv(envWatchCheck)
 }
 
 func hasConn(conns []pluginConn, pc pluginConn) bool {
@@ -231,6 +246,17 @@ func watchHost(ctx context.Context, js jetstream.JetStream, subs []string) strin
 	for ci := range infos.Info() {
 		if ci.Config.DeliverSubject != "" && slices.Contains(subs, ci.Config.DeliverSubject) && ci.Cluster != nil {
 			return ci.Cluster.Leader
+		}
+	}
+	return ""
+}
+
+// watchNow is the node hosting the consumer of the plugin's watch now, as the server lists it
+// for the connection the plugin started with ("" when that connection or its watch is not listed).
+func (p *plugin) watchNow(ctx context.Context, c *cluster, js jetstream.JetStream) string {
+	for _, pc := range pluginConns(c) {
+		if pc.node == p.conn.node && pc.cid == p.conn.cid {
+			return watchHost(ctx, js, pc.subs)
 		}
 	}
 	return ""

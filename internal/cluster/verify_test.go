@@ -266,7 +266,8 @@ func tail(s string, lines int) string {
 	return strings.Join(l, "\n")
 }
 
-// figures collects what the run measured, printed at the end (go test -v shows it).
+// figures collects what the run measured, printed at the end (go test -v shows it), each
+// line prefixed "FIGURES cluster: " as the other scenarios' figures are.
 type figures struct {
 	mode  string
 	mu    sync.Mutex
@@ -286,5 +287,7 @@ func (f *figures) note(format string, a ...any) {
 func (f *figures) String() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return fmt.Sprintf("cluster scenario (%s):\n  %s", f.mode, strings.Join(f.lines, "\n  "))
+	// Every line carries the FIGURES prefix: `make soak` keeps only the lines that do.
+	const prefix = "FIGURES cluster: "
+	return fmt.Sprintf(prefix+"cluster scenario (%s):\n"+prefix+"  %s", f.mode, strings.Join(f.lines, "\n"+prefix+"  "))
 }

@@ -32,6 +32,28 @@ ratio webhook/reference = 1.14 (accepted/s)
 		{pkg: "webhook load", name: "reference", metrics: []string{"14069.9 accepted/s", "4.17ms p50", "11.58ms p99", "0 errors"}},
 		{pkg: "webhook load", name: "webhook/reference", metrics: []string{"1.14 ratio"}},
 	}
+	checkRows(t, rows, want)
+}
+
+// With load errors, blockwire-load's errors column has spaces in it: the row is kept whole.
+func TestParseWebhookErrors(t *testing.T) {
+	in := `median of 3 run(s) per target (each metric separately):
+     target  accepted/s     p50      p99                          errors
+    webhook     15012.3  3.61ms  12.40ms  12 (0.06%: 503×10 transport×2)
+  reference     14069.9  4.17ms  11.58ms                               0
+ratio webhook/reference = 1.07 (accepted/s)
+`
+	rows := parse(strings.NewReader(in))
+	want := []row{
+		{pkg: "webhook load", name: "webhook", metrics: []string{"15012.3 accepted/s", "3.61ms p50", "12.40ms p99", "12 (0.06%: 503×10 transport×2) errors"}},
+		{pkg: "webhook load", name: "reference", metrics: []string{"14069.9 accepted/s", "4.17ms p50", "11.58ms p99", "0 errors"}},
+		{pkg: "webhook load", name: "webhook/reference", metrics: []string{"1.07 ratio"}},
+	}
+	checkRows(t, rows, want)
+}
+
+func checkRows(t *testing.T, rows, want []row) {
+	t.Helper()
 	if len(rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %+v", len(rows), len(want), rows)
 	}
