@@ -156,7 +156,11 @@ func BenchmarkMatch(b *testing.B) {
 	run("address", func(i int) bool { _, ok := m.matchAddr(addrs[i]); return ok })
 	run("range", func(i int) bool { _, ok := m.matchAddr(ranges[i]); return ok })
 	run("header", func(i int) bool { return m.matchHash(nsHeader, headers[i], schemas.EntityHeader) })
-	run("header-digest", func(i int) bool { r, ok := m.x.lookupHash(nsHeader, &digests[i]); return ok && r.blocks(now) })
+	run("header-digest", func(i int) bool {
+		k := makeHashKey(nsHeader, &digests[i])
+		r, ok := m.x.hashed.get(k, hashKeyHash(k))
+		return ok && r.blocks(now)
+	})
 	run("cookie", func(i int) bool { return m.matchCookies(cookies[i]) })
 	run("jwt-claim", func(i int) bool { return m.matchToken(tokens[i]) })
 }

@@ -46,19 +46,28 @@ type shard[K comparable] struct {
 	gen uint64
 }
 
-func (s *shard[K]) find(k K, h uint64) (rule, bool) {
+// pos is where k sits in s.entries, or -1; h is hash(k). It is the one probe loop of the
+// index: find, cowMap.get and the digest cache are built on it.
+func (s *shard[K]) pos(k K, h uint64) int {
 	tag := tagOf(h)
 	for i := h & s.mask; ; i = (i + 1) & s.mask {
 		v := s.index[i]
 		if v == 0 {
-			return rule{}, false
+			return -1
 		}
 		if v>>24 == tag {
-			if e := &s.entries[v&0xffffff-1]; e.k == k {
-				return s.rule(e), true
+			if p := int(v&0xffffff - 1); s.entries[p].k == k {
+				return p
 			}
 		}
 	}
+}
+
+func (s *shard[K]) find(k K, h uint64) (rule, bool) {
+	if p := s.pos(k, h); p >= 0 {
+		return s.rule(&s.entries[p]), true
+	}
+	return rule{}, false
 }
 
 func (s *shard[K]) rule(e *entry[K]) rule {

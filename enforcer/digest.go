@@ -103,7 +103,7 @@ func (x *index) lookupValue(ns uint32, v string) (rule, bool) {
 	r, found := rule{}, false
 	if s != nil {
 		gen = s.gen
-		if pos := hashedPosition(s, k, h); pos >= 0 {
+		if pos := s.pos(k, h); pos >= 0 {
 			e := &s.entries[pos]
 			what |= foundBit | uint64(e.sidx)
 			exp = uint64(e.exp)
@@ -118,20 +118,4 @@ func (x *index) lookupValue(ns uint32, v string) (rule, bool) {
 	}
 	c.slots[victim].put(fp1, fp2, what, exp, gen)
 	return r, found
-}
-
-// hashedPosition is where k sits in s.entries, or -1.
-func hashedPosition(s *shard[hashKey], k hashKey, h uint64) int {
-	tag := tagOf(h)
-	for i := h & s.mask; ; i = (i + 1) & s.mask {
-		v := s.index[i]
-		if v == 0 {
-			return -1
-		}
-		if v>>24 == tag {
-			if p := int(v&0xffffff - 1); s.entries[p].k == k {
-				return p
-			}
-		}
-	}
 }

@@ -20,7 +20,7 @@ const requestIDPlaceholder = "{request_id}"
 type response struct {
 	status  int
 	body    string // custom body template; "" = the default JSON
-	needID  bool   // body needs the request id (one extra PDK call, on blocked requests only)
+	needID  bool   // the custom body needs the request id (one extra PDK call, on blocked requests only)
 	headers map[string][]string
 }
 
@@ -33,9 +33,7 @@ var (
 
 func newResponse(s settings) response {
 	resp := response{status: s.status, body: s.body, headers: jsonHeaders}
-	if s.body == "" {
-		resp.needID = true
-	} else {
+	if s.body != "" {
 		resp.needID = strings.Contains(s.body, requestIDPlaceholder)
 		if !s.bodyJSON {
 			resp.headers = textHeaders

@@ -39,7 +39,7 @@ func fixedNames() []nsKey {
 // and whole tokens. Keys are fixed-size so lookups hash them without allocating.
 type hashKey struct {
 	ns uint32
-	h  [4]uint64 // the digest as words: compared inline, where a [32]byte calls memequal
+	h  [4]uint64 // the digest as words (a key is compared by one call to its generated equality)
 }
 
 func makeHashKey(ns uint32, d *[32]byte) hashKey {
@@ -227,62 +227,14 @@ func (x *index) entries() int64 {
 	return n
 }
 
-// The lookups below repeat the probe of shard.find for each concrete key type: in generic
-// code the key comparison is a call through the type's dictionary, a tenth of a lookup's
-// time; here it is two or five inline compares.
-
 // lookupAddr looks up an unmapped address.
 func (x *index) lookupAddr(a netip.Addr) (rule, bool) {
 	k := keyOf(a)
-	h := addrHash(k)
-	s := x.addrs.shards[shardOf(h)].Load()
-	if s == nil {
-		return rule{}, false
-	}
-	tag := tagOf(h)
-	for i := h & s.mask; ; i = (i + 1) & s.mask {
-		v := s.index[i]
-		if v == 0 {
-			return rule{}, false
-		}
-		if v>>24 == tag {
-			if e := &s.entries[v&0xffffff-1]; e.k == k {
-				return s.rule(e), true
-			}
-		}
-	}
+	return x.addrs.get(k, addrHash(k))
 }
 
-func (x *index) lookupHash(ns uint32, d *[32]byte) (rule, bool) {
-	k := makeHashKey(ns, d)
-	h := hashKeyHash(k)
-	s := x.hashed.shards[shardOf(h)].Load()
-	if s == nil {
-		return rule{}, false
-	}
-	if p := hashedPosition(s, k, h); p >= 0 {
-		return s.rule(&s.entries[p]), true
-	}
-	return rule{}, false
-}
-
+// lookupStr looks up a plain value in namespace ns.
 func (x *index) lookupStr(ns uint32, v string) (rule, bool) {
 	k := strKey{ns: ns, v: v}
-	h := strKeyHash(k)
-	s := x.plain.shards[shardOf(h)].Load()
-	if s == nil {
-		return rule{}, false
-	}
-	tag := tagOf(h)
-	for i := h & s.mask; ; i = (i + 1) & s.mask {
-		w := s.index[i]
-		if w == 0 {
-			return rule{}, false
-		}
-		if w>>24 == tag {
-			if e := &s.entries[w&0xffffff-1]; e.k == k {
-				return s.rule(e), true
-			}
-		}
-	}
+	return x.plain.get(k, strKeyHash(k))
 }

@@ -3,7 +3,6 @@ package enforcer
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/blockwire/blockwire/schemas"
 )
@@ -154,7 +153,14 @@ func (m *matcher) matchHeaders(r request) (verdict, error) {
 	truncated := lines >= maxHeaders
 	p := m.p
 	// values returns a header's values, reading it again when get_headers may have cut it
-	// off; ok is false when it is beyond every limit Kong lets a plugin see.
+	// off (once: a header block may name cookie or authorization, which the cookie and JWT
+	// checks read too); ok is false when it is beyond every limit Kong lets a plugin see.
+	type reread struct {
+		name string
+		vs   []string
+	}
+	var again [2]reread // one per knownHeaders name
+	nAgain := 0
 	values := func(name string) ([]string, bool, error) {
 		vs, found := hs[name]
 		if found || !truncated {
@@ -163,11 +169,23 @@ func (m *matcher) matchHeaders(r request) (verdict, error) {
 		if !knownHeaders[name] {
 			return nil, false, nil
 		}
+		for _, a := range again[:nAgain] {
+			if a.name == name {
+				return a.vs, true, nil
+			}
+		}
 		v, err := r.Header(name)
-		if err != nil || v == "" {
+		if err != nil {
 			return nil, true, err
 		}
-		return []string{v}, true, nil
+		if v != "" {
+			vs = []string{v}
+		}
+		if nAgain < len(again) {
+			again[nAgain] = reread{name: name, vs: vs}
+			nAgain++
+		}
+		return vs, true, nil
 	}
 	for _, ref := range p.headers {
 		vs, ok, err := values(ref.name)
@@ -217,20 +235,11 @@ func (m *matcher) matchHash(ns uint32, v string, kind schemas.EntityType) bool {
 }
 
 // matchCookies checks every cookie of one Cookie header that has blocks under its name.
-// Parsed in line, without eachPair's callback: this runs on every request when cookie
-// blocks exist.
 func (m *matcher) matchCookies(header string) bool {
-	for header != "" {
-		part := header
-		if i := strings.IndexByte(header, ';'); i >= 0 {
-			part, header = header[:i], header[i+1:]
-		} else {
-			header = ""
-		}
-		part = trimSpace(part)
-		name, value := part, ""
-		if i := strings.IndexByte(part, '='); i >= 0 {
-			name, value = part[:i], part[i+1:]
+	for {
+		name, value, ok := nextPair(&header, ';', true)
+		if !ok {
+			return false
 		}
 		ns, ok := m.p.cookies.get(name)
 		if !ok {
@@ -245,28 +254,28 @@ func (m *matcher) matchCookies(header string) bool {
 			return true
 		}
 	}
-	return false
 }
 
 // matchQuery checks every query argument that has blocks under its name, decoded as Kong
-// decodes it, and also as sent when the two differ.
+// decodes it, and also as sent when the two differ. Names and values are decoded into
+// buffers on the stack: the lookups do not keep them.
 func (m *matcher) matchQuery(raw string) bool {
-	blocked := false
-	eachPair(raw, '&', false, func(rawName, rawValue string) bool {
-		name := queryUnescape(rawName)
-		ns, ok := m.p.query.get(name)
+	var nameBuf, valueBuf [unescapeBufSize]byte
+	for {
+		rawName, rawValue, ok := nextPair(&raw, '&', false)
 		if !ok {
-			return true
-		}
-		value := queryUnescape(rawValue)
-		if m.matchHash(ns, value, schemas.EntityQuery) ||
-			(value != rawValue && m.matchHash(ns, rawValue, schemas.EntityQuery)) {
-			blocked = true
 			return false
 		}
-		return true
-	})
-	return blocked
+		ns, ok := m.p.query.get(queryUnescape(rawName, &nameBuf))
+		if !ok {
+			continue
+		}
+		value := queryUnescape(rawValue, &valueBuf)
+		if m.matchHash(ns, value, schemas.EntityQuery) ||
+			(value != rawValue && m.matchHash(ns, rawValue, schemas.EntityQuery)) {
+			return true
+		}
+	}
 }
 
 // matchToken checks a bearer token against whole-token and claim blocks.

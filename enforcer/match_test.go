@@ -3,6 +3,7 @@ package enforcer
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,16 @@ func TestHeaderTruncation(t *testing.T) {
 			t.Fatalf("exit %v, calls %v; want blocked after get_header(cookie)", req.exited, req.calls)
 		}
 	})
+	t.Run("known header read again once", func(t *testing.T) {
+		// Header blocks named cookie and authorization, beside cookie and claim blocks:
+		// each of the two is read by name once, not once per check.
+		req := access(t, `{}`, &fakeRequest{headers: many(map[string][]string{"cookie": {"sid=other"}, "authorization": {"Bearer a.b.c"}})},
+			blk{kind: "header", name: "cookie", value: "nope"}, blk{kind: "header", name: "authorization", value: "nope"},
+			blk{kind: "cookie", name: "sid", value: "s"}, blk{kind: "jwt", name: "sub", value: "u"})
+		if req.exited || callNames(req.calls) != strings.Join([]string{callHeaders, callHeader, callHeader}, ",") {
+			t.Fatalf("exit %v, calls %v; want allowed after one get_header per name", req.exited, req.calls)
+		}
+	})
 	t.Run("under the limit", func(t *testing.T) {
 		h := many(nil)
 		delete(h, "a-0000")
@@ -246,12 +257,64 @@ func TestBearerToken(t *testing.T) {
 }
 
 func TestQueryUnescape(t *testing.T) {
+	long := strings.Repeat("x", unescapeBufSize) // fits the buffer exactly; one more does not
 	for in, want := range map[string]string{
 		"a+b": "a b", "a%2Fb": "a/b", "%zz": "%zz", "%4": "%4", "plain": "plain", "%e9": "\xe9",
+		long[1:] + "+": long[1:] + " ", long + "+": long + " ", long + "%41": long + "A",
 	} {
-		if got := queryUnescape(in); got != want {
+		var buf [unescapeBufSize]byte
+		if got := queryUnescape(in, &buf); got != want {
 			t.Errorf("queryUnescape(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// nextPair splits cookies and query strings alike. Empty parts are skipped for both: it is
+// what the query loop always did (eachPair), and the cookie loop's old reading of an empty
+// part as a cookie named "" with value "" let a block on that pair refuse any request whose
+// Cookie header has ";;" or a trailing "; ". An explicit "=" is still a pair.
+func TestNextPair(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		sep  byte
+		trim bool
+		want []string
+	}{
+		{"a=1&b&&=&c=x=y&", '&', false, []string{"a", "1", "b", "", "", "", "c", "x=y"}},
+		{" a = 1 ;; b ;  ; =;\tc=2\t; ", ';', true, []string{"a ", " 1", "b", "", "", "", "c", "2"}},
+		{"", '&', false, nil},
+		{";;;", ';', true, nil},
+	} {
+		var got []string
+		s := tt.in
+		for {
+			name, value, ok := nextPair(&s, tt.sep, tt.trim)
+			if !ok {
+				break
+			}
+			got = append(got, name, value)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("nextPair(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	w := newTestWriter(t, blk{kind: "cookie", name: "", value: ""}, blk{kind: "query", name: "", value: ""})
+	m := matcher{x: w.idx, p: w.idx.plan.Load(), now: time.Now().UnixMilli()}
+	for _, h := range []string{"a=1;; b=2", "a=1; ", "; ;a=1"} {
+		if m.matchCookies(h) {
+			t.Errorf("matchCookies(%q) blocked on an empty part", h)
+		}
+	}
+	if !m.matchCookies("a=1; =; b=2") {
+		t.Error(`matchCookies: "=" is a cookie named "" and was not blocked`)
+	}
+	for _, q := range []string{"a=1&&b=2", "a=1&"} {
+		if m.matchQuery(q) {
+			t.Errorf("matchQuery(%q) blocked on an empty part", q)
+		}
+	}
+	if !m.matchQuery("a=1&=&b=2") {
+		t.Error(`matchQuery: "=" is a parameter named "" and was not blocked`)
 	}
 }
 

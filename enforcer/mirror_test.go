@@ -195,10 +195,15 @@ func TestSnapshotFileChecks(t *testing.T) {
 	w := newTestWriter(t, blk{kind: "ip", value: "203.0.113.7"}, blk{kind: "cidr", value: "10.0.0.0/8", route: "r"},
 		blk{kind: "header", name: "x-api-key", value: "k"}, blk{kind: "jwt", name: "sub", value: "u"},
 		blk{kind: "jwt", value: "a.b.c"}, blk{kind: "consumer", value: "acme", service: "s"},
-		blk{kind: "query", name: "q", value: "v", exp: time.Now().Add(-time.Second).UnixMilli()})
+		// In the index (a put already expired never enters it), but expired at WrittenAt:
+		// the snapshot's own filter must leave it out.
+		blk{kind: "query", name: "q", value: "v", exp: time.Now().Add(time.Second).UnixMilli()})
+	if c := w.idx.counts[kindIndex(schemas.EntityQuery)].Load(); c != 1 {
+		t.Fatalf("%d query blocks indexed, want 1", c)
+	}
 	loc := location{url: "nats://user:pw@127.0.0.1:4222", bucket: DefaultBucket}
 	path := filepath.Join(t.TempDir(), "snap")
-	hdr := snapshotHeader{Version: snapshotVersion, Bucket: loc.bucket, NATS: redactURL(loc.url), WrittenAt: time.Now().UnixMilli()}
+	hdr := snapshotHeader{Version: snapshotVersion, Bucket: loc.bucket, NATS: redactURL(loc.url), WrittenAt: time.Now().Add(2 * time.Second).UnixMilli()}
 	n, err := writeSnapshotFile(path, w.idx, hdr)
 	if err != nil || n != 6 {
 		t.Fatalf("write: %d records, %v; want 6 (the expired one left out)", n, err)
@@ -268,6 +273,13 @@ func TestMirrorSurvivesServerRestart(t *testing.T) {
 				return blocks(m, after)
 			})
 			eventually(t, "synced again", func() bool { return m.Status(time.Now()).Synced })
+			resumed := m.Status(time.Now()).Resumes[resumeReconnect]
+			if tt.rewatch > 0 && resumed == 0 {
+				t.Error("the watch was not resumed after the short outage")
+			}
+			if tt.rewatch == 0 && resumed != 0 {
+				t.Errorf("the watch was resumed %d times; want it started over after the long outage", resumed)
+			}
 		})
 	}
 }

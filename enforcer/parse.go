@@ -4,16 +4,18 @@ import (
 	"strings"
 )
 
-// eachPair splits s on sep into name=value pairs and calls fn for each until it returns
-// false. A part without "=" has an empty value. With trim, spaces and tabs around each part
-// are dropped (cookies: "a=1; b=2").
-func eachPair(s string, sep byte, trim bool, fn func(name, value string) bool) {
-	for len(s) > 0 {
-		part := s
-		if i := strings.IndexByte(s, sep); i >= 0 {
-			part, s = s[:i], s[i+1:]
+// nextPair takes the next name=value pair off the front of *s, whose pairs are separated
+// by sep, and reports false when none is left. A part without "=" has an empty value.
+// With trim, spaces and tabs around each part are dropped (cookies: "a=1; b=2"). Empty
+// parts ("a=1;;b=2", "a=1; ") are not pairs and are skipped; "=" is a pair with an empty
+// name and value.
+func nextPair(s *string, sep byte, trim bool) (name, value string, ok bool) {
+	for len(*s) > 0 {
+		part := *s
+		if i := strings.IndexByte(part, sep); i >= 0 {
+			part, *s = part[:i], part[i+1:]
 		} else {
-			s = ""
+			*s = ""
 		}
 		if trim {
 			part = trimSpace(part)
@@ -21,21 +23,32 @@ func eachPair(s string, sep byte, trim bool, fn func(name, value string) bool) {
 		if part == "" {
 			continue
 		}
-		name, value, _ := strings.Cut(part, "=")
-		if !fn(name, value) {
-			return
+		if i := strings.IndexByte(part, '='); i >= 0 {
+			return part[:i], part[i+1:], true
 		}
+		return part, "", true
 	}
+	return "", "", false
 }
 
+// unescapeBufSize is the size of the buffer queryUnescape decodes into without allocating:
+// query names and values are rarely longer.
+const unescapeBufSize = 128
+
 // queryUnescape decodes a query argument as ngx.decode_args does: "+" is a space, %XX a
-// byte, and a malformed escape stays as it is. It allocates only when there is something to
-// decode.
-func queryUnescape(s string) string {
+// byte, and a malformed escape stays as it is. With nothing to decode it returns s; else
+// the result is written to buf when s fits in it (the result then views buf, so it is valid
+// only until buf is reused and must not be retained) and allocated only when s is longer.
+func queryUnescape(s string, buf *[unescapeBufSize]byte) string {
 	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
 		return s
 	}
-	b := make([]byte, 0, len(s))
+	var b []byte
+	if len(s) <= len(buf) { // the decoded form is never longer than s
+		b = buf[:0]
+	} else {
+		b = make([]byte, 0, len(s))
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
@@ -48,7 +61,7 @@ func queryUnescape(s string) string {
 			b = append(b, c)
 		}
 	}
-	return string(b)
+	return bytesString(b)
 }
 
 func isHex(c byte) bool {

@@ -284,6 +284,8 @@ func (w *writer) sweep(now int64) {
 	w.publishMeta()
 }
 
+// sweepRanges removes expired blocks from the ranges table. Only sweep calls it, never
+// while the index is being built, so the published table is copied, never changed.
 func (w *writer) sweepRanges(now int64) {
 	t := w.idx.ranges.Load()
 	type rangeChange struct {
@@ -305,13 +307,13 @@ func (w *writer) sweepRanges(now int64) {
 		return
 	}
 	// A few changes copy their paths; many copy the table once.
-	clone := !w.build && len(changes) > 64
+	clone := len(changes) > 64
 	if clone {
 		t = t.Clone()
 	}
 	for _, c := range changes {
 		switch {
-		case w.build || clone:
+		case clone:
 			if c.r.empty() {
 				t.Delete(c.pfx)
 			} else {
