@@ -125,6 +125,26 @@ func TestBackoffGrowsWithJitterAndCap(t *testing.T) {
 			t.Fatalf("backoff(%d) = %s", n, d)
 		}
 	}
+	// The first retry waits at most Base, jittered.
+	for range 100 {
+		if d := p.backoff(1); d <= 0 || d > p.Base {
+			t.Fatalf("backoff(1) = %s, want in (0, %s]", d, p.Base)
+		}
+	}
+	// By the fourth the ceiling has doubled three times, to 8×Base. Full jitter draws uniformly
+	// below it, so one draw is at most Base with probability 1/8 if the ceiling grew — and always
+	// if it did not. 64 draws all at most Base: (1/8)^64 = 2^-192 with growth, so a failure means
+	// the backoff does not grow, never bad luck.
+	grew := false
+	for range 64 {
+		if p.backoff(4) > p.Base {
+			grew = true
+			break
+		}
+	}
+	if !grew {
+		t.Fatalf("backoff(4) never exceeded Base %s in 64 draws: it does not grow", p.Base)
+	}
 }
 
 func TestSameValue(t *testing.T) {

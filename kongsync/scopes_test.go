@@ -102,7 +102,12 @@ func TestConsumerBlocks(t *testing.T) {
 		return err == nil && len(st.Unresolved) == 1 && st.Unresolved[0].Consumer == "ghost", fmt.Sprint(st, err)
 	})
 	r.unblock(kA)
-	time.Sleep(300 * time.Millisecond)
+	// A reconcile has seen the unblock once the status counts one active block fewer (four: acme
+	// by name and by id, beta, ghost); only then does the plugin still standing mean anything.
+	eventually(t, "a reconcile after the unblock", func() (bool, string) {
+		st, err := r.status()
+		return err == nil && st.Blocks == 3, fmt.Sprint(st, err)
+	})
 	if _, ok := find(acme, ""); !ok {
 		t.Fatal("the block by id still stands; the plugin must stay")
 	}
@@ -136,7 +141,13 @@ func TestUntaggedPluginsLeftAlone(t *testing.T) {
 	eventually(t, "converged", func() (bool, string) { _, ok := r.denyAt(kongsync.Scope{}); return ok, "" })
 	r.unblock(key)
 	eventually(t, "managed removed", func() (bool, string) { return len(r.managed()) == 0, "" })
-	time.Sleep(500 * time.Millisecond) // a few full reconciles
+	// A few more reconciles (full ones, every Period) must leave the user's plugins alone.
+	ok := map[string]string{"result": "ok"}
+	before := metric(t, s.reg, "blockwire_kongsync_reconciles_total", ok)
+	eventually(t, "two more reconciles", func() (bool, string) {
+		n := metric(t, s.reg, "blockwire_kongsync_reconciles_total", ok)
+		return n >= before+2, fmt.Sprintf("%v reconciles, %v before", n, before)
+	})
 	for _, want := range mine {
 		got, ok := r.kong.Plugin(want.ID)
 		if !ok || got.UpdatedAt != want.UpdatedAt || fmt.Sprint(got.Config) != fmt.Sprint(want.Config) {

@@ -28,7 +28,13 @@ func TestIncidentsEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ := filepath.Glob("../testdata/incidents/valid/*.json")
+	files, err := filepath.Glob("../testdata/incidents/valid/*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no sample incidents in ../testdata/incidents/valid")
+	}
 	var unblocks []string
 	for _, f := range files {
 		body, inc := readIncident(t, f)

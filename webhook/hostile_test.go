@@ -96,6 +96,7 @@ func TestHostileBodiesAreRefused(t *testing.T) {
 	if len(bodies) < 100 {
 		t.Fatalf("only %d hostile bodies generated", len(bodies))
 	}
+	t.Logf("%d hostile bodies generated", len(bodies))
 	before := e.streamMsgs(t)
 	for name, body := range bodies {
 		r := do(t, e.signedRequest(t, []byte(body)))

@@ -115,7 +115,10 @@ func hasViolation(body map[string]any, path string) bool {
 	vs, _ := body["violations"].([]any)
 	for _, v := range vs {
 		m, _ := v.(map[string]any)
-		if p, _ := m["path"].(string); strings.HasPrefix(p, path) && m["message"] != "" {
+		p, _ := m["path"].(string)
+		// "/" is the document itself and a prefix of every path: it must match exactly.
+		match := p == path || path != "/" && strings.HasPrefix(p, path)
+		if msg, _ := m["message"].(string); match && msg != "" {
 			return true
 		}
 	}

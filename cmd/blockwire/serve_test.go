@@ -23,13 +23,37 @@ import (
 
 const demoToken = "blockwire-demo-token-change-me"
 
+// binDir holds the binary buildBinary compiles; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// build compiles this command, the first time it is called only.
+var build = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "blockwire-test-")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
+	bin := filepath.Join(dir, "blockwire")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("%v\n%s", err, out)
+	}
+	return bin, nil
+})
+
 // buildBinary compiles this command once per test binary run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "blockwire")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	bin, err := build()
 	if err != nil {
-		t.Fatalf("build blockwire: %v\n%s", err, out)
+		t.Fatalf("build blockwire: %v", err)
 	}
 	return bin
 }

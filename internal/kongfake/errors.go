@@ -12,7 +12,6 @@ const (
 	codeSchemaViolation    = 2
 	codeForeignKey         = 4
 	codeUniqueViolation    = 5
-	codeNotFound           = 6
 	codeInvalidOffset      = 7
 	codeInvalidOptions     = 11
 	codeReferencedByOthers = 19

@@ -52,19 +52,6 @@ func (s *Server) AddConsumer(username string) string {
 	return c.ID
 }
 
-// DeleteService removes a service, its routes and every plugin scoped to them, as an operator
-// cleaning up would.
-func (s *Server) DeleteService(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for rid, rt := range s.st.routes {
-		if rt.Service == id {
-			s.st.removeRoute(rid)
-		}
-	}
-	s.st.removeService(id)
-}
-
 // AddPlugin creates a plugin from Kong's JSON form, e.g.
 //
 //	map[string]any{"name": "ip-restriction", "route": map[string]any{"id": rid},

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -174,12 +173,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := s.takeFault(r)
 	dbless := s.dbless
 	s.mu.Unlock()
-	if f != nil && (f.Drop || f.Status != 0) {
-		rec(func(q *Request) { q.Fault = true })
-	}
-	if f != nil && s.applyFault(rw, r, f) {
-		rec(func(q *Request) { q.Fault = true }) // also a delay the client gave up on
-		return
+	if f != nil {
+		fault := func(q *Request) { q.Fault = true }
+		answers := f.Drop || f.Status != 0
+		if answers {
+			rec(fault) // before the fault plays: a drop may end the handler with a panic
+		}
+		if s.applyFault(rw, r, f) {
+			if !answers {
+				rec(fault) // a delay the client gave up on
+			}
+			return
+		}
 	}
 	if dbless && isWrite(r.Method) {
 		rec(func(q *Request) { q.Fault = true })
@@ -285,8 +290,3 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // now is Kong's timestamp: Unix seconds.
 func now() int64 { return time.Now().Unix() }
-
-// errorf builds a 400 for a body that is not what an operation needs.
-func badRequest(format string, a ...any) *kongError {
-	return &kongError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, a...), schema: true}
-}

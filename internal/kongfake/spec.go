@@ -32,7 +32,6 @@ const (
 // spec is the loaded description: a router from requests to operations, and the entity field
 // lists Kong's own checks need (the description's request bodies are bare "type: object").
 type spec struct {
-	doc    *openapi3.T
 	router routers.Router
 	// fields lists the properties each entity schema declares, e.g. fields["Plugin"]["config"].
 	fields map[string]map[string]bool
@@ -64,7 +63,7 @@ func loadSpec() (*spec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kongfake: route Admin API description: %w", err)
 	}
-	s := &spec{doc: doc, router: router, fields: map[string]map[string]bool{}}
+	s := &spec{router: router, fields: map[string]map[string]bool{}}
 	for _, name := range []string{"Plugin", "Service", "Route", "Consumer"} {
 		ref := doc.Components.Schemas[name]
 		if ref == nil || ref.Value == nil {
