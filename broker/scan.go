@@ -78,21 +78,28 @@ func (c *Cursor) fetch(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	var batch jetstream.MessageBatch
-	// On a cluster the first fetch of a fresh ordered consumer may find no
-	// responder yet; another attempt finds it.
+	// On a cluster the first pull of a fresh ordered consumer may find no
+	// responder yet. Fetch itself does not fail then: the batch ends with
+	// the error, so the batch is read inside the retry. Only a pull that
+	// delivered nothing is retried; one that delivered some keeps them, and
+	// the next fetch resumes after the last (an ordered consumer restarts
+	// where it stopped).
 	err := Retry(ctx, 5, 15*time.Second, func(context.Context) error {
-		var err error
-		batch, err = c.cons.Fetch(int(min(c.total-c.done, 500)), jetstream.FetchMaxWait(10*time.Second))
+		batch, err := c.cons.Fetch(int(min(c.total-c.done, 500)), jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			return err
+		}
+		n := len(c.batch)
+		for m := range batch.Messages() {
+			c.batch = append(c.batch, m)
+		}
+		err = batch.Error()
+		if err == nil || errors.Is(err, jetstream.ErrNoMessages) || (len(c.batch) > n && Transient(err)) {
+			return nil
+		}
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("read stream %s: %w", c.stream, err)
-	}
-	for m := range batch.Messages() {
-		c.batch = append(c.batch, m)
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
 		return fmt.Errorf("read stream %s: %w", c.stream, err)
 	}
 	return nil

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/blockwire/blockwire/schemas"
@@ -37,10 +36,12 @@ var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustPa
 
 // Validate reports whether g, with its defaults filled, is usable.
 func (g Guardrails) Validate() error {
-	g.NeverBlock = slices.Clone(g.NeverBlock)
 	return g.defaults()
 }
 
+// defaults fills the zero fields and checks the result. NeverBlock is
+// replaced by a canonical copy with loopback added: the caller's slice,
+// which g may share, is left as it was.
 func (g *Guardrails) defaults() error {
 	if g.MinPrefixV4 == 0 {
 		g.MinPrefixV4 = 16
@@ -73,14 +74,15 @@ func (g *Guardrails) defaults() error {
 	if g.MaxActiveBlocks < 1 {
 		errs = append(errs, fmt.Errorf("max active blocks %d must be positive", g.MaxActiveBlocks))
 	}
+	never := make([]netip.Prefix, len(g.NeverBlock), len(g.NeverBlock)+len(loopback))
 	for i, p := range g.NeverBlock {
 		if !p.IsValid() {
 			errs = append(errs, fmt.Errorf("never-block entry %d is not a valid prefix", i+1))
 			continue
 		}
-		g.NeverBlock[i] = canonicalPrefix(p)
+		never[i] = canonicalPrefix(p)
 	}
-	g.NeverBlock = append(g.NeverBlock, loopback...)
+	g.NeverBlock = append(never, loopback...)
 	if len(errs) > 0 {
 		return fmt.Errorf("configure guardrails: %w", errors.Join(errs...))
 	}
@@ -89,20 +91,23 @@ func (g *Guardrails) defaults() error {
 
 // Preflight applies the guardrails to one entity as the pipeline will, so
 // the manual API can refuse at once, with the reason, what the consumer
-// would refuse later. Its errors wrap ErrRefused.
-func (g Guardrails) Preflight(e schemas.Entity, scope *schemas.Scope, durationSeconds *int64) error {
-	g.NeverBlock = slices.Clone(g.NeverBlock)
+// would refuse later. It returns the block key the entity maps to (as
+// KeyFor does). Its refusals wrap ErrRefused.
+func (g Guardrails) Preflight(e schemas.Entity, scope *schemas.Scope, durationSeconds *int64) (string, error) {
 	if err := g.defaults(); err != nil {
-		return err
+		return "", err
 	}
 	t, err := translate(e, scope)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if _, err := g.duration(durationSeconds); err != nil {
-		return err
+		return "", err
 	}
-	return g.checkAddress(t)
+	if err := g.checkAddress(t); err != nil {
+		return "", err
+	}
+	return t.key, nil
 }
 
 // duration resolves an incident's requested duration against the limits.

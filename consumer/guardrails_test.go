@@ -121,3 +121,26 @@ func TestGuardrailConfigRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestGuardrailDefaultsKeepCallersList: filling the defaults (as New,
+// Rebuild, Validate and Preflight do) canonicalises and extends a copy of
+// NeverBlock, never the caller's slice, even when it has room to grow.
+func TestGuardrailDefaultsKeepCallersList(t *testing.T) {
+	list := make([]netip.Prefix, 1, 8)
+	list[0] = netip.MustParsePrefix("::ffff:10.1.2.3/128") // canonical form is 10.1.2.3/32
+	want := slices.Clone(list[:cap(list)])
+	g := Guardrails{NeverBlock: list}
+	if err := g.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	if got := list[:cap(list)]; !slices.Equal(got, want) {
+		t.Fatalf("caller's backing array now %v, was %v", got, want)
+	}
+	if g.NeverBlock[0] != netip.MustParsePrefix("10.1.2.3/32") || len(g.NeverBlock) != 1+len(loopback) {
+		t.Fatalf("defaulted list %v", g.NeverBlock)
+	}
+	key, err := Guardrails{NeverBlock: list}.Preflight(schemas.Entity{Type: "ip", Value: "::ffff:198.51.100.7"}, nil, nil)
+	if want, _ := KeyFor(schemas.Entity{Type: "ip", Value: "198.51.100.7"}, nil); err != nil || key != want {
+		t.Fatalf("Preflight = %q, %v; want %q", key, err, want)
+	}
+}

@@ -27,6 +27,11 @@ type plan struct {
 	steps     []step
 }
 
+// event is the plan's incident as stored at stream sequence seq.
+func (p *plan) event(seq uint64) event {
+	return event{seq: seq, incident: p.inc, source: p.source, at: p.at, expiresAt: p.expiresAt}
+}
+
 // step is one entity's part of the plan: a target, or why not.
 type step struct {
 	entity int // index in the incident's entities

@@ -20,7 +20,7 @@ import (
 func (c *Consumer) process(ctx context.Context, h nats.Header, data []byte, seq uint64, at time.Time) error {
 	inc, err := schemas.ParseIncident(data)
 	if err != nil {
-		return &poisonError{reason: "invalid", detail: err.Error()}
+		return &poisonError{reason: DLQInvalid, detail: err.Error()}
 	}
 	p := makePlan(&c.cfg.Guardrails, inc, h, at, c.cfg.Now())
 	var audits pending
@@ -31,7 +31,7 @@ func (c *Consumer) process(ctx context.Context, h nats.Header, data []byte, seq 
 		return err
 	}
 	unblock := p.unblock
-	ev := event{seq: seq, incident: inc, source: p.source, at: p.at, expiresAt: p.expiresAt}
+	ev := p.event(seq)
 
 	var (
 		mu      sync.Mutex

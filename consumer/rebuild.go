@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -155,6 +154,7 @@ func foldLog(ctx context.Context, cfg RebuildConfig, stream string, rep *Rebuild
 // foldPlan applies one incident's plan to an in-memory state exactly as
 // store.block and store.unblock apply it to the bucket.
 func foldPlan(state map[string]*schemas.Block, p plan, seq uint64, maxActive int) {
+	ev := p.event(seq)
 	for _, s := range p.steps {
 		if s.err != nil || s.dup {
 			continue
@@ -166,26 +166,15 @@ func foldPlan(state map[string]*schemas.Block, p plan, seq uint64, maxActive int
 		}
 		cur := state[key]
 		if cur != nil && cur.ExpiresAt.After(p.at) {
-			known := slices.Contains(cur.IncidentIDs, p.inc.ID)
-			if !p.expiresAt.After(cur.ExpiresAt) && known {
-				continue
+			if next, changed := extend(*cur, ev); changed {
+				*cur = next
 			}
-			if p.expiresAt.After(cur.ExpiresAt) {
-				cur.ExpiresAt = p.expiresAt
-			}
-			if !known {
-				cur.IncidentIDs = append(cur.IncidentIDs, p.inc.ID)
-				if len(cur.IncidentIDs) > maxIncidentIDs {
-					cur.IncidentIDs = cur.IncidentIDs[len(cur.IncidentIDs)-maxIncidentIDs:]
-				}
-			}
-			cur.UpdatedSeq = seq
 			continue
 		}
 		if cur == nil && len(state) >= maxActive && pruneExpired(state, p.at) >= maxActive {
 			continue // the ceiling refused it
 		}
-		b := newBlock(s.t, event{seq: seq, incident: p.inc, source: p.source, at: p.at, expiresAt: p.expiresAt})
+		b := newBlock(s.t, ev)
 		state[key] = &b
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blockwire/blockwire/broker"
 	"github.com/blockwire/blockwire/schemas"
 )
 
@@ -99,7 +100,6 @@ func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, erro
 		// A value we cannot read cannot be enforced either: replace it.
 		cur = schemas.Block{}
 	}
-	id := ev.incident.ID
 	// Redelivery of an event already applied: report what it did, write nothing.
 	if cur.CreatedSeq == ev.seq {
 		return outcome{schemas.ActionBlocked, "until " + cur.ExpiresAt.Format(time.RFC3339)}, nil
@@ -107,22 +107,13 @@ func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, erro
 	if cur.UpdatedSeq == ev.seq {
 		return outcome{schemas.ActionExtended, "until " + cur.ExpiresAt.Format(time.RFC3339)}, nil
 	}
-	known := slices.Contains(cur.IncidentIDs, id)
-	if !ev.expiresAt.After(cur.ExpiresAt) && known {
+	next, changed := extend(cur, ev)
+	if !changed {
 		return outcome{schemas.ActionExtended, "unchanged: already blocked until " + cur.ExpiresAt.Format(time.RFC3339)}, nil
 	}
-	next := cur
-	next.UpdatedSeq = ev.seq
 	detail := "kept expiry " + cur.ExpiresAt.Format(time.RFC3339) // a later incident never shortens a block
-	if ev.expiresAt.After(cur.ExpiresAt) {
-		next.ExpiresAt = ev.expiresAt
-		detail = "from " + cur.ExpiresAt.Format(time.RFC3339) + " to " + ev.expiresAt.Format(time.RFC3339)
-	}
-	if !known {
-		next.IncidentIDs = append(slices.Clone(cur.IncidentIDs), id)
-		if len(next.IncidentIDs) > maxIncidentIDs {
-			next.IncidentIDs = next.IncidentIDs[len(next.IncidentIDs)-maxIncidentIDs:]
-		}
+	if next.ExpiresAt.After(cur.ExpiresAt) {
+		detail = "from " + cur.ExpiresAt.Format(time.RFC3339) + " to " + next.ExpiresAt.Format(time.RFC3339)
 	}
 	if cur.Kind == "" { // unreadable value: rebuild it from this event
 		next = newBlock(t, ev)
@@ -135,6 +126,29 @@ func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, erro
 		return outcome{}, err
 	}
 	return outcome{schemas.ActionExtended, detail}, nil
+}
+
+// extend is cur as ev leaves it: a later expiry (never an earlier one),
+// the incident remembered (the last maxIncidentIDs kept), UpdatedSeq set;
+// changed is false when ev brings nothing new. cur is not modified.
+func extend(cur schemas.Block, ev event) (next schemas.Block, changed bool) {
+	known := slices.Contains(cur.IncidentIDs, ev.incident.ID)
+	later := ev.expiresAt.After(cur.ExpiresAt)
+	if known && !later {
+		return cur, false
+	}
+	next = cur
+	next.UpdatedSeq = ev.seq
+	if later {
+		next.ExpiresAt = ev.expiresAt
+	}
+	if !known {
+		next.IncidentIDs = append(slices.Clone(cur.IncidentIDs), ev.incident.ID)
+		if len(next.IncidentIDs) > maxIncidentIDs {
+			next.IncidentIDs = next.IncidentIDs[len(next.IncidentIDs)-maxIncidentIDs:]
+		}
+	}
+	return next, true
 }
 
 // newBlock is the value of a block created by ev.
@@ -219,7 +233,7 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 		case <-f.Ok():
 			created++
 		case err := <-f.Err():
-			if isWrongLastSeq(err) {
+			if broker.WrongLastSeq(err) {
 				errs[i] = errConflict
 			} else {
 				errs[i] = fmt.Errorf("create block %s: %w", ts[i].key, err)
@@ -274,7 +288,7 @@ func (s *store) putWithTTL(ctx context.Context, key string, value []byte, expire
 	_, err := s.pub.PublishMsg(ctx, m,
 		jetstream.WithMsgTTL(ttlUntil(expiresAt, s.now())),
 		jetstream.WithExpectLastSequencePerSubject(revision))
-	if isWrongLastSeq(err) {
+	if broker.WrongLastSeq(err) {
 		return errConflict
 	}
 	if err != nil {
@@ -288,13 +302,6 @@ func (s *store) get(ctx context.Context, key string) (jetstream.KeyValueEntry, e
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	return s.kv.Get(ctx, key)
-}
-
-// isWrongLastSeq: the key's last revision was not the one expected.
-func isWrongLastSeq(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // activeBlocks is the number of keys in the bucket, refreshed from the

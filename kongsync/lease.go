@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/blockwire/blockwire/broker"
 )
 
 // leaseMarkerTTL is the lease bucket's LimitMarkerTTL: setting it is what enables per-key TTL;
@@ -128,9 +130,7 @@ func (l *lease) renew(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		if broker.WrongLastSeq(err) {
 			l.held = false
 			return fmt.Errorf("%w: the key changed (expired, or taken by another holder)", errLeaseLost)
 		}

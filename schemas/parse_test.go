@@ -41,15 +41,13 @@ func TestParseIncidentDecodes(t *testing.T) {
 		DurationSeconds: &dur,
 		Scope:           &Scope{Route: "r"},
 	}
-	if got, wantS := fmt.Sprintf("%+v %+v %+v %d", *inc, *inc.API, *inc.Scope, *inc.DurationSeconds),
-		fmt.Sprintf("%+v %+v %+v %d", *want, *want.API, *want.Scope, *want.DurationSeconds); got != wantS {
-		// Pointers differ, so compare the printed values field by field.
-		if !inc.DetectionTime.Equal(want.DetectionTime) || inc.ID != want.ID || inc.Type != want.Type ||
-			len(inc.Entities) != 2 || inc.Entities[0] != want.Entities[0] || inc.Entities[1] != want.Entities[1] ||
-			*inc.API != *want.API || *inc.Scope != *want.Scope || *inc.DurationSeconds != 60 ||
-			inc.Title != "t" || inc.Severity != SeverityHigh || inc.Status != "Open" {
-			t.Fatalf("got  %s\nwant %s", got, wantS)
-		}
+	// The pointer fields are compared by what they point to.
+	if !inc.DetectionTime.Equal(want.DetectionTime) || inc.ID != want.ID || inc.Type != want.Type ||
+		len(inc.Entities) != 2 || inc.Entities[0] != want.Entities[0] || inc.Entities[1] != want.Entities[1] ||
+		inc.API == nil || *inc.API != *want.API || inc.Scope == nil || *inc.Scope != *want.Scope ||
+		inc.DurationSeconds == nil || *inc.DurationSeconds != 60 ||
+		inc.Title != "t" || inc.Severity != SeverityHigh || inc.Status != "Open" {
+		t.Fatalf("got  %+v\nwant %+v", *inc, *want)
 	}
 	if inc.EffectiveType() != TypeIncident {
 		t.Fatalf("EffectiveType = %q", inc.EffectiveType())

@@ -31,8 +31,9 @@ type BlocksConfig struct {
 	// Lister reads the active blocks. Required.
 	Lister blockLister
 	// Preflight applies the guardrails before anything is stored, so a
-	// refused block is answered 422 at once. Required.
-	Preflight func(e schemas.Entity, scope *schemas.Scope, durationSeconds *int64) error
+	// refused block is answered 422 at once, and returns the block key
+	// (consumer.Guardrails.Preflight). Required.
+	Preflight func(e schemas.Entity, scope *schemas.Scope, durationSeconds *int64) (string, error)
 	// Subject manual incidents are published to. Default "noname.incidents.manual".
 	Subject string
 }
@@ -170,9 +171,11 @@ func (b *blocks) submit(w http.ResponseWriter, r *http.Request, inc schemas.Inci
 		return
 	}
 	e := inc.Entities[0]
-	key, err := consumer.KeyFor(e, inc.Scope)
-	if err == nil && inc.Type == schemas.TypeBlock {
-		err = b.cfg.Preflight(e, inc.Scope, inc.DurationSeconds)
+	var key string
+	if inc.Type == schemas.TypeBlock {
+		key, err = b.cfg.Preflight(e, inc.Scope, inc.DurationSeconds)
+	} else {
+		key, err = consumer.KeyFor(e, inc.Scope)
 	}
 	if err != nil {
 		b.inc.m.manual.WithLabelValues("refused").Inc()

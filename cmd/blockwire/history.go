@@ -142,7 +142,7 @@ func newExplainCmd() *cobra.Command {
 
 func printExplanation(w io.Writer, ex *replay.Explanation, now time.Time) {
 	fmt.Fprintf(w, "key %s\n", ex.Key)
-	if b := ex.Block; b != nil && b.ExpiresAt.After(now) {
+	if b := ex.Block; b != nil {
 		fmt.Fprintf(w, "BLOCKED until %s (%s left), since %s, source %s\n", b.ExpiresAt.Format(time.RFC3339),
 			b.ExpiresAt.Sub(now).Round(time.Second), b.CreatedAt.Format(time.RFC3339), b.Source)
 		fmt.Fprintf(w, "incidents: %s\n", strings.Join(b.IncidentIDs, ", "))

@@ -19,7 +19,9 @@ const maxHistory = 10000
 // Explanation is everything known about one block.
 type Explanation struct {
 	Key string `json:"key"`
-	// Block is the current value in the bucket, nil when not blocked.
+	// Block is the current value in the bucket, nil when not blocked: no
+	// value, or one whose expiry has passed (readers drop it then, even
+	// before the bucket does).
 	Block *schemas.Block `json:"block,omitempty"`
 	// History is every audit record naming the key, oldest first.
 	History []Event `json:"history"`
@@ -49,7 +51,9 @@ func (r *Reader) Explain(ctx context.Context, key string) (*Explanation, error) 
 		if err := json.Unmarshal(entry.Value(), &b); err != nil {
 			return nil, fmt.Errorf("decode block %s: %w", key, err)
 		}
-		ex.Block = &b
+		if b.ExpiresAt.After(time.Now()) {
+			ex.Block = &b
+		}
 	}
 	err = broker.Scan(ctx, r.js, r.names.AuditStream, jetstream.OrderedConsumerConfig{},
 		func(m jetstream.Msg, _, _ uint64) error {

@@ -33,13 +33,16 @@ func TestGeneratedHistory(t *testing.T) {
 	t.Run("everything", func(t *testing.T) {
 		evs := h.events(t, replay.Filter{})
 		incidents := 0
+		var prev time.Time // the previous incident's time
 		for _, ev := range evs {
-			if ev.Stream == replay.StreamIncidents {
-				incidents++
+			if ev.Stream != replay.StreamIncidents {
+				continue
 			}
-			if len(evs) > 0 && ev.Time.Before(evs[0].Time) {
-				t.Fatal("timeline not in time order")
+			incidents++
+			if ev.Time.Before(prev) {
+				t.Fatalf("timeline not in time order: incident %d at %s after one at %s", ev.Seq, ev.Time, prev)
 			}
+			prev = ev.Time
 		}
 		if incidents != n {
 			t.Fatalf("%d incidents in the timeline, want %d", incidents, n)

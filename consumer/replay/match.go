@@ -53,12 +53,10 @@ func identity(e schemas.Entity) (kv, bool) {
 	if err != nil {
 		return kv{}, false
 	}
-	p, err := schemas.ParseBlockKey(key)
-	if err != nil {
-		return kv{}, false
-	}
-	return kv{kind: p.Kind, value: p.Value}, true
+	return keyIdentity(key)
 }
+
+// keyIdentity is a block key's kind and stored value.
 
 func keyIdentity(key string) (kv, bool) {
 	p, err := schemas.ParseBlockKey(key)
