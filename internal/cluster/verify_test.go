@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blockwire/blockwire/broker"
@@ -37,7 +35,7 @@ func checkZeroLoss(t *testing.T, ctx context.Context, js jetstream.JetStream, al
 		stored map[uint64]string
 		byID   map[string]int
 	)
-	err := scan(t, ctx, js, fig, n.IncidentStream, func() { stored, byID = map[uint64]string{}, map[string]int{} }, func(m jetstream.Msg) error {
+	err := scan(ctx, js, n.IncidentStream, func() { stored, byID = map[uint64]string{}, map[string]int{} }, func(m jetstream.Msg) error {
 		meta, err := m.Metadata()
 		if err != nil {
 			return err
@@ -92,7 +90,7 @@ func checkZeroLoss(t *testing.T, ctx context.Context, js jetstream.JetStream, al
 		appliedRec map[uint64]schemas.AuditRecord
 		actions    map[schemas.Action]int
 	)
-	err = scan(t, ctx, js, fig, n.AuditStream, func() {
+	err = scan(ctx, js, n.AuditStream, func() {
 		blocked, acceptedBy = map[string]int{}, map[uint64]int{}
 		appliedRec, actions = map[uint64]schemas.AuditRecord{}, map[schemas.Action]int{}
 	}, func(m jetstream.Msg) error {
@@ -239,23 +237,11 @@ func applyDelays(fig *figures, all []sent, applied map[uint64]schemas.AuditRecor
 	}
 }
 
-// scan reads a stream with broker.Scan, starting over (after reset) when a request found no
-// responders: on a cluster, the first pull of an ordered consumer just created on another node
-// can arrive before that node's interest does, and broker.Scan does not retry (1 to 2 scans in
-// 10 on this cluster, all nodes up). Each such retry is noted in fig.
-func scan(t *testing.T, ctx context.Context, js jetstream.JetStream, fig *figures, stream string, reset func(), fn func(jetstream.Msg) error) error {
-	t.Helper()
-	var err error
-	for attempt := 1; attempt <= 20; attempt++ {
-		reset()
-		err = broker.Scan(ctx, js, stream, jetstream.OrderedConsumerConfig{}, func(m jetstream.Msg, _, _ uint64) error { return fn(m) })
-		if !errors.Is(err, nats.ErrNoResponders) {
-			return err
-		}
-		fig.note("broker.Scan of %s, attempt %d: %v", stream, attempt, err)
-		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
-	}
-	return err
+// scan reads a stream from its start with broker.Scan, which retries the pulls a forming or
+// failing-over cluster leaves unanswered (no responders); reset prepares what fn fills.
+func scan(ctx context.Context, js jetstream.JetStream, stream string, reset func(), fn func(jetstream.Msg) error) error {
+	reset()
+	return broker.Scan(ctx, js, stream, jetstream.OrderedConsumerConfig{}, func(m jetstream.Msg, _, _ uint64) error { return fn(m) })
 }
 
 func tail(s string, lines int) string {
