@@ -27,9 +27,6 @@ type Guardrails struct {
 	// MaxActiveBlocks is the ceiling on keys in the bucket; a new block past
 	// it is refused (extensions still apply). Default 1,000,000.
 	MaxActiveBlocks int
-	// ClampDuration shortens a too-long duration to MaxDuration instead of
-	// refusing the entity. Default false: refuse, so the sender learns.
-	ClampDuration bool
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
@@ -120,9 +117,6 @@ func (g *Guardrails) duration(requested *int64) (time.Duration, error) {
 	}
 	max := int64(g.MaxDuration / time.Second)
 	if *requested > max {
-		if g.ClampDuration {
-			return g.MaxDuration, nil
-		}
 		return 0, refuse(ReasonTooLong, "duration %ds is above the maximum %s", *requested, g.MaxDuration)
 	}
 	return time.Duration(*requested) * time.Second, nil

@@ -203,7 +203,6 @@ func statusKey(leaseKey string) string { return leaseKey + ".status" }
 // Syncer keeps Kong's managed plugins equal to the blocks bucket.
 type Syncer struct {
 	cfg   Config
-	names broker.Names
 	log   zerolog.Logger
 	api   *admin
 	m     *metrics
@@ -226,7 +225,7 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	log := cfg.Logger.With().Str("component", "kongsync").Logger()
 	s := &Syncer{
-		cfg: cfg, names: cfg.Names, log: log, m: m,
+		cfg: cfg, log: log, m: m,
 		api: &admin{
 			plugins: cfg.Kong.Plugins, services: cfg.Kong.Services, routes: cfg.Kong.Routes,
 			consumers: cfg.Kong.Consumers, info: cfg.Kong, retry: cfg.Retry, m: m, log: log,
@@ -248,7 +247,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 	var kv jetstream.KeyValue
 	for attempt := 1; kv == nil; attempt++ {
 		var err error
-		if kv, err = ensureLeaseBucket(ctx, s.cfg.JS, s.cfg.LeaseBucket, s.names.Replicas); err != nil {
+		if kv, err = ensureLeaseBucket(ctx, s.cfg.JS, s.cfg.LeaseBucket, s.cfg.Names.Replicas); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -286,7 +285,7 @@ func (s *Syncer) Once(ctx context.Context, dryRun bool) (*Plan, error) {
 	if dryRun {
 		return s.plan(ctx, ss, state)
 	}
-	kv, err := ensureLeaseBucket(ctx, s.cfg.JS, s.cfg.LeaseBucket, s.names.Replicas)
+	kv, err := ensureLeaseBucket(ctx, s.cfg.JS, s.cfg.LeaseBucket, s.cfg.Names.Replicas)
 	if err != nil {
 		return nil, err
 	}

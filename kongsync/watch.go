@@ -46,9 +46,9 @@ func (s *Syncer) watchBlocks(ctx context.Context, state *blockState, ready chan<
 }
 
 func (s *Syncer) openBlocks(ctx context.Context) (jetstream.KeyValue, error) {
-	kv, err := s.cfg.JS.KeyValue(ctx, s.names.BlocksBucket)
+	kv, err := s.cfg.JS.KeyValue(ctx, s.cfg.Names.BlocksBucket)
 	if err != nil {
-		return nil, fmt.Errorf("open blocks bucket %s: %w", s.names.BlocksBucket, err)
+		return nil, fmt.Errorf("open blocks bucket %s: %w", s.cfg.Names.BlocksBucket, err)
 	}
 	return kv, nil
 }
