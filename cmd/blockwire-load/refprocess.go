@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -129,8 +128,11 @@ func parseRefAddr(line string) (netip.AddrPort, error) {
 	return ap, nil
 }
 
-// stop ends the child: EOF on its stdin and SIGTERM, then SIGKILL if it is
-// still there after 5 seconds; it waits for the child to be gone. It returns
+// stop ends the child: EOF on its stdin, then SIGKILL if it is still there
+// after 5 seconds; it waits for the child to be gone. No SIGTERM as well: the
+// child, leaving on the EOF, restores the default disposition of SIGTERM
+// before it exits, so a SIGTERM landing in that window would kill a child
+// that was exiting cleanly (seen in CI as "signal: terminated"). It returns
 // an error when the child had exited by itself before stop (it died during
 // the run) or did not exit cleanly when asked. Calling it again is a no-op
 // that returns the same error.
@@ -142,7 +144,6 @@ func (p *refProcess) stop() error {
 		default:
 			p.stopped = true
 			p.stdin.Close()
-			_ = p.cmd.Process.Signal(syscall.SIGTERM) // not on Windows; the stdin EOF does it there
 			select {
 			case <-p.exited:
 			case <-time.After(5 * time.Second):
