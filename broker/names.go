@@ -39,6 +39,14 @@ const (
 	maxReplicas        = 5
 )
 
+// KVStream names the stream that backs a KV bucket (JetStream's convention), for the readers that
+// scan or watch a bucket's history through the stream itself.
+func KVStream(bucket string) string { return "KV_" + bucket }
+
+// KVPrefix is the subject prefix of a KV bucket's keys, dot included: a key's subject is
+// KVPrefix(bucket)+key.
+func KVPrefix(bucket string) string { return "$KV." + bucket + "." }
+
 // Names of every JetStream asset; zero fields take the defaults (see WithDefaults).
 type Names struct {
 	IncidentStream  string        // default "NONAME_INCIDENTS", subjects IncidentSubject+".>"

@@ -107,7 +107,7 @@ func (b *Broker) ensureStream(ctx context.Context, want jetstream.StreamConfig) 
 
 func (b *Broker) ensureBucket(ctx context.Context) error {
 	name := b.names.BlocksBucket
-	streamName := "KV_" + name // the KV bucket's backing stream
+	streamName := KVStream(name) // the KV bucket's backing stream
 	s, err := b.js.Stream(ctx, streamName)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):

@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 		cfg:   cfg,
 		names: names,
 		store: &store{
-			kv: kv, pub: cfg.JS, putPrefix: "$KV." + names.BlocksBucket + ".",
+			kv: kv, pub: cfg.JS, putPrefix: broker.KVPrefix(names.BlocksBucket),
 			markerTTL: cfg.MarkerTTL, maxActive: cfg.Guardrails.MaxActiveBlocks,
 			now: cfg.Now, countEvery: time.Second, opTimeout: cfg.OpTimeout,
 		},

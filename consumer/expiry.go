@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/internal/wait"
 	"github.com/blockwire/blockwire/schemas"
 )
 
@@ -19,7 +21,7 @@ const expiryDurable = "blockwire-expiry"
 // watchExpiries writes one `expired` audit record for each block the server
 // forgot because its TTL passed (a marker with Nats-Marker-Reason: MaxAge).
 func (c *Consumer) watchExpiries(ctx context.Context) error {
-	stream := "KV_" + c.names.BlocksBucket
+	stream := broker.KVStream(c.names.BlocksBucket)
 	var cons jetstream.Consumer
 	for {
 		var err error
@@ -35,11 +37,11 @@ func (c *Consumer) watchExpiries(ctx context.Context) error {
 		}
 		// Expiry records are a side duty: retry rather than stop the pipeline.
 		c.log.Warn().Err(err).Str("stream", stream).Msg("create expiry consumer, retrying")
-		if sleep(ctx, 5*time.Second); ctx.Err() != nil {
+		if wait.Sleep(ctx, 5*time.Second) != nil {
 			return nil
 		}
 	}
-	prefix := "$KV." + c.names.BlocksBucket + "."
+	prefix := broker.KVPrefix(c.names.BlocksBucket)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		if m.Headers().Get(jetstream.MarkerReasonHeader) != "MaxAge" {
 			return
@@ -73,13 +75,4 @@ func (c *Consumer) watchExpiries(ctx context.Context) error {
 	cc.Stop()
 	<-cc.Closed()
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

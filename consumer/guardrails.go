@@ -150,7 +150,11 @@ func (g *Guardrails) checkAddress(t target) error {
 }
 
 // canonicalPrefix unmaps IPv4-mapped prefixes so ::ffff:10.0.0.0/104 and
-// 10.0.0.0/8 compare as the same range.
+// 10.0.0.0/8 compare as the same range. A mapped prefix shorter than /96
+// covers all of IPv4 (and more), so it becomes 0.0.0.0/0: refused as a block,
+// protecting every IPv4 address as a never-block entry. (The schemas
+// canonicaliser keeps such a prefix as IPv6; the incident check refuses it
+// before it gets there.)
 func canonicalPrefix(p netip.Prefix) netip.Prefix {
 	if p.Addr().Is4In6() {
 		bits := max(p.Bits()-96, 0)

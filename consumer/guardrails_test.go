@@ -144,3 +144,19 @@ func TestGuardrailDefaultsKeepCallersList(t *testing.T) {
 		t.Fatalf("Preflight = %q, %v; want %q", key, err, want)
 	}
 }
+
+func TestCanonicalPrefix(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"10.1.2.3/24", "10.1.2.0/24"},
+		{"::ffff:10.0.0.0/104", "10.0.0.0/8"},
+		{"::ffff:10.1.2.3/128", "10.1.2.3/32"},
+		{"::ffff:0.0.0.0/96", "0.0.0.0/0"},
+		{"::ffff:0.0.0.0/80", "0.0.0.0/0"}, // wider than all of IPv4: all of IPv4
+		{"2001:db8::1/32", "2001:db8::/32"},
+	}
+	for _, tt := range tests {
+		if got := canonicalPrefix(netip.MustParsePrefix(tt.in)); got != netip.MustParsePrefix(tt.want) {
+			t.Errorf("canonicalPrefix(%s) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}

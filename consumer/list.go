@@ -51,15 +51,15 @@ func NewLister(js streamer, bucket string, now func() time.Time) (*Lister, error
 // skipping removed keys and blocks past their expiresAt; truncated reports
 // that more exist.
 func (l *Lister) List(ctx context.Context, kind schemas.EntityType, limit int) (blocks []ActiveBlock, truncated bool, err error) {
-	filter := "$KV." + l.bucket + ".>"
+	filter := broker.KVPrefix(l.bucket) + ">"
 	if kind != "" {
 		if !kind.Valid() {
 			return nil, false, fmt.Errorf("list blocks: unknown kind %q", kind)
 		}
-		filter = "$KV." + l.bucket + "." + string(kind) + ".>"
+		filter = broker.KVPrefix(l.bucket) + string(kind) + ".>"
 	}
 	now := l.now()
-	err = broker.Scan(ctx, l.js, "KV_"+l.bucket, jetstream.OrderedConsumerConfig{
+	err = broker.Scan(ctx, l.js, broker.KVStream(l.bucket), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	}, func(m jetstream.Msg, _, _ uint64) error {
@@ -90,5 +90,5 @@ func (l *Lister) decode(m jetstream.Msg) (string, schemas.Block, bool) {
 	if json.Unmarshal(m.Data(), &b) != nil {
 		return "", b, false
 	}
-	return m.Subject()[len("$KV."+l.bucket+"."):], b, true
+	return m.Subject()[len(broker.KVPrefix(l.bucket)):], b, true
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/internal/wait"
 	"github.com/blockwire/blockwire/schemas"
 )
 
@@ -75,7 +77,7 @@ func (c *Consumer) sample(ctx context.Context, cons jetstream.Consumer) error {
 				c.m.active.WithLabelValues(string(kind)).Set(float64(n))
 			}
 		}
-		sleep(ctx, every)
+		_ = wait.Sleep(ctx, every)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -83,9 +85,9 @@ func (c *Consumer) sample(ctx context.Context, cons jetstream.Consumer) error {
 }
 
 func (c *Consumer) countKind(ctx context.Context, kind schemas.EntityType) (uint64, error) {
-	stream := "KV_" + c.names.BlocksBucket
+	stream := broker.KVStream(c.names.BlocksBucket)
 	cons, err := c.cfg.JS.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		FilterSubject:     "$KV." + c.names.BlocksBucket + "." + string(kind) + ".>",
+		FilterSubject:     broker.KVPrefix(c.names.BlocksBucket) + string(kind) + ".>",
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: 10 * time.Second,

@@ -79,7 +79,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (*RebuildReport, error) {
 	l := &Lister{js: cfg.JS, bucket: names.BlocksBucket, now: cfg.Now}
 	have := map[string]schemas.Block{}
 	revs := map[string]uint64{}
-	err = broker.Scan(ctx, cfg.JS, "KV_"+names.BlocksBucket, jetstream.OrderedConsumerConfig{
+	err = broker.Scan(ctx, cfg.JS, broker.KVStream(names.BlocksBucket), jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
 	}, func(m jetstream.Msg, _, _ uint64) error {
 		if key, b, ok := l.decode(m); ok && b.ExpiresAt.After(now) {
@@ -196,7 +196,7 @@ func applyRebuild(ctx context.Context, cfg RebuildConfig, names broker.Names, re
 	if err != nil {
 		return fmt.Errorf("open bucket %s: %w", names.BlocksBucket, err)
 	}
-	s := &store{kv: kv, pub: cfg.JS, putPrefix: "$KV." + names.BlocksBucket + ".", markerTTL: broker.BlockMarkerTTL, now: cfg.Now, opTimeout: 10 * time.Second}
+	s := &store{kv: kv, pub: cfg.JS, putPrefix: broker.KVPrefix(names.BlocksBucket), markerTTL: broker.BlockMarkerTTL, now: cfg.Now, opTimeout: 10 * time.Second}
 	a := &auditor{pub: cfg.JS, subject: names.AuditSubject, actor: cfg.Actor, now: cfg.Now}
 	runID := cfg.Now().UTC().Format("20060102T150405.000000000")
 	var audits pending

@@ -2,12 +2,13 @@ package enforcer
 
 import (
 	"encoding/base64"
-	"github.com/blockwire/blockwire/schemas"
 	"strconv"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/blockwire/blockwire/schemas"
 )
 
 // maxClaimsBuf bounds the stack buffer a token's payload is decoded into; larger payloads

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/blockwire/blockwire/internal/wait"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -232,7 +233,7 @@ func (m *Mirror) syncLoop(ctx context.Context, nc *nats.Conn) {
 			m.cfg.log.Warn().Err(err).Msg("watching the blocks bucket failed; retrying")
 			lastWarn = time.Now()
 		}
-		sleepCtx(ctx, delay)
+		_ = wait.Sleep(ctx, delay)
 		delay = min(2*delay, 5*time.Second)
 	}
 }
@@ -369,7 +370,7 @@ func (m *Mirror) resume(ctx context.Context, kv watchedBucket, rev uint64, why r
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return nil, fmt.Errorf("resume watch at revision %d: %w", rev, err)
 		}
-		sleepCtx(ctx, 200*time.Millisecond)
+		_ = wait.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 
@@ -416,14 +417,5 @@ func (m *Mirror) snapshotLoop(ctx context.Context) {
 		case <-t.C:
 			m.writeSnapshot(false)
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

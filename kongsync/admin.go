@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/blockwire/blockwire/internal/wait"
 	"github.com/kong/go-kong/kong"
 	"github.com/rs/zerolog"
 )
@@ -188,26 +189,14 @@ func (a *admin) call(ctx context.Context, what string, write bool, fn func(conte
 		if attempt >= a.retry.Attempts {
 			return fmt.Errorf("%s: %w after %d attempts: %w", what, sentinel, attempt, err)
 		}
-		wait := a.retry.backoff(attempt)
+		pause := a.retry.backoff(attempt)
 		if retryAfter > 0 {
-			wait = min(retryAfter, a.retry.MaxRetryAfter)
+			pause = min(retryAfter, a.retry.MaxRetryAfter)
 		}
-		a.log.Debug().Err(err).Str("call", what).Int("attempt", attempt).Dur("wait", wait).Msg("kong admin api call failed, retrying")
-		if err := sleep(ctx, wait); err != nil {
+		a.log.Debug().Err(err).Str("call", what).Int("attempt", attempt).Dur("wait", pause).Msg("kong admin api call failed, retrying")
+		if err := wait.Sleep(ctx, pause); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

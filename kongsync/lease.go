@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/internal/wait"
 )
 
 // leaseMarkerTTL is the lease bucket's LimitMarkerTTL: setting it is what enables per-key TTL;
@@ -61,7 +62,7 @@ func ensureLeaseBucket(ctx context.Context, js jetstream.JetStream, name string,
 	if err != nil {
 		return nil, fmt.Errorf("open lease bucket %s: %w", name, err)
 	}
-	st, err := js.Stream(ctx, "KV_"+name)
+	st, err := js.Stream(ctx, broker.KVStream(name))
 	if err != nil {
 		return nil, fmt.Errorf("open lease bucket %s: %w", name, err)
 	}
@@ -190,7 +191,7 @@ func (l *lease) run(ctx context.Context, lead func(ctx context.Context) error) {
 			l.log.Warn().Err(err).Msg("acquire kong sync lease, retrying")
 		}
 		if !ok {
-			if sleep(ctx, every) != nil {
+			if wait.Sleep(ctx, every) != nil {
 				return
 			}
 			continue
@@ -199,7 +200,7 @@ func (l *lease) run(ctx context.Context, lead func(ctx context.Context) error) {
 		l.log.Info().Str("holder", l.holder).Dur("ttl", l.ttl).Msg("kong sync lease acquired: this process writes to Kong")
 		if err := l.hold(ctx, lead); err != nil {
 			l.log.Error().Err(err).Msg("kong sync leadership ended")
-			_ = sleep(ctx, l.ttl) // let another replica try before this one again
+			_ = wait.Sleep(ctx, l.ttl) // let another replica try before this one again
 		}
 	}
 }

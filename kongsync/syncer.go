@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/internal/wait"
 )
 
 // Defaults of Config.
@@ -252,7 +253,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 				return nil
 			}
 			s.log.Warn().Err(err).Msg("open kong sync lease bucket, retrying")
-			if sleep(ctx, s.cfg.Retry.backoff(min(attempt, 6))) != nil {
+			if wait.Sleep(ctx, s.cfg.Retry.backoff(min(attempt, 6))) != nil {
 				return nil
 			}
 		}
@@ -268,7 +269,7 @@ func (s *Syncer) newLease(kv jetstream.KeyValue) *lease {
 	s.statusKV = kv
 	s.mu.Unlock()
 	return &lease{
-		kv: kv, pub: s.cfg.JS, subject: "$KV." + s.cfg.LeaseBucket + "." + s.cfg.LeaseKey, key: s.cfg.LeaseKey,
+		kv: kv, pub: s.cfg.JS, subject: broker.KVPrefix(s.cfg.LeaseBucket) + s.cfg.LeaseKey, key: s.cfg.LeaseKey,
 		holder: s.cfg.Holder, ttl: s.cfg.LeaseTTL, log: s.log, now: s.cfg.Now,
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/blockwire/blockwire/internal/wait"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -38,7 +39,7 @@ func (s *Syncer) watchBlocks(ctx context.Context, state *blockState, ready chan<
 			return nil
 		}
 		s.log.Warn().Err(err).Msg("watch blocks bucket, restarting")
-		if sleep(ctx, s.cfg.Retry.backoff(min(attempt, 6))) != nil {
+		if wait.Sleep(ctx, s.cfg.Retry.backoff(min(attempt, 6))) != nil {
 			return nil
 		}
 	}

@@ -49,11 +49,9 @@ func auditStream(r auditReader, log func(error)) http.HandlerFunc {
 			}
 			afterSeq = n
 		}
-		if s := q.Get("limit"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 1 || n > maxAuditLimit {
-				bad = append(bad, schemas.Violation{Path: "limit", Message: "must be an integer from 1 to " + strconv.Itoa(maxAuditLimit)})
-			}
+		if n, v := queryLimit(q, limit, maxAuditLimit); v != nil {
+			bad = append(bad, *v)
+		} else {
 			limit = n
 		}
 		if len(bad) > 0 {

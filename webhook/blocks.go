@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"unicode"
@@ -86,15 +87,10 @@ func (b *blocks) list(w http.ResponseWriter, r *http.Request) {
 			[]schemas.Violation{{Path: "kind", Message: "must be one of: ip, cidr, header, cookie, query, jwt, consumer"}})
 		return
 	}
-	limit := defaultListLimit
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxListLimit {
-			writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid query", "bad limit",
-				[]schemas.Violation{{Path: "limit", Message: fmt.Sprintf("must be an integer from 1 to %d", maxListLimit)}})
-			return
-		}
-		limit = n
+	limit, v := queryLimit(q, defaultListLimit, maxListLimit)
+	if v != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid query", "bad limit", []schemas.Violation{*v})
+		return
 	}
 	list, truncated, err := b.cfg.Lister.List(r.Context(), kind, limit)
 	if err != nil {
@@ -231,4 +227,18 @@ func manualID(prefix string) string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// queryLimit reads the limit query parameter: def when absent, else an integer from 1 to most; the
+// violation says what was wrong.
+func queryLimit(q url.Values, def, most int) (int, *schemas.Violation) {
+	s := q.Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > most {
+		return 0, &schemas.Violation{Path: "limit", Message: fmt.Sprintf("must be an integer from 1 to %d", most)}
+	}
+	return n, nil
 }
