@@ -2,8 +2,10 @@ package kongsync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -16,8 +18,6 @@ import (
 // The parts of go-kong the sync uses, declared here so tests and readers see the whole surface.
 type (
 	kongPlugins interface {
-		// Create with an ID is PUT /plugins/{id}: an idempotent upsert.
-		Create(ctx context.Context, plugin *kong.Plugin) (*kong.Plugin, error)
 		Delete(ctx context.Context, pluginID *string) error
 		List(ctx context.Context, opt *kong.ListOpt) ([]*kong.Plugin, *kong.ListOpt, error)
 	}
@@ -33,6 +33,12 @@ type (
 	kongInfo interface {
 		Root(ctx context.Context) (map[string]any, error)
 	}
+	// kongRequests sends a request the sync encoded itself: the PUT of a plugin, whose body (up
+	// to megabytes) is encoded once, measured, and not decoded back from Kong's echo.
+	kongRequests interface {
+		NewRequest(method, endpoint string, qs, body any) (*http.Request, error)
+		Do(ctx context.Context, req *http.Request, v any) (*kong.Response, error)
+	}
 )
 
 var (
@@ -41,6 +47,7 @@ var (
 	_ kongRoutes    = (*kong.RouteService)(nil)
 	_ kongConsumers = (*kong.ConsumerService)(nil)
 	_ kongInfo      = (*kong.Client)(nil)
+	_ kongRequests  = (*kong.Client)(nil)
 )
 
 // Errors callers can test with errors.Is.
@@ -167,6 +174,7 @@ type admin struct {
 	routes    kongRoutes
 	consumers kongConsumers
 	info      kongInfo
+	requests  kongRequests
 	retry     RetryPolicy
 	m         *metrics
 	log       zerolog.Logger
@@ -223,8 +231,19 @@ func (a *admin) listPlugins(ctx context.Context) ([]*kong.Plugin, error) {
 
 // putPlugin upserts p (PUT /plugins/{id}).
 func (a *admin) putPlugin(ctx context.Context, p *kong.Plugin) error {
+	body, err := json.Marshal(p) // what go-kong's Plugins.Create would send
+	if err != nil {
+		return fmt.Errorf("encode plugin %s: %w", *p.ID, err)
+	}
+	a.m.body.Observe(float64(len(body)))
 	return a.call(ctx, "put plugin "+*p.ID, true, func(ctx context.Context) error {
-		_, err := a.plugins.Create(ctx, p)
+		req, err := a.requests.NewRequest(http.MethodPut, "/plugins/"+*p.ID, nil, body)
+		if err != nil {
+			return err
+		}
+		// Kong answers with the plugin it stored, as large as the body: drained for the
+		// connection's reuse, never decoded (the sync reads Kong back when it reconciles).
+		_, err = a.requests.Do(ctx, req, io.Discard)
 		return err
 	})
 }

@@ -2,7 +2,6 @@ package kongsync
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,9 +21,6 @@ func (s *Syncer) apply(ctx context.Context, plan *Plan, valid func() bool) (int,
 		var err error
 		switch op.Action {
 		case ActionCreate, ActionUpdate:
-			if data, merr := json.Marshal(op.plugin); merr == nil {
-				s.m.body.Observe(float64(len(data)))
-			}
 			err = s.api.putPlugin(ctx, op.plugin)
 			if errors.Is(err, ErrConflict) {
 				err = s.resolveConflict(ctx, plan, op)

@@ -183,7 +183,7 @@ func testSyncer(t testing.TB, k *kongfake.Server) *Syncer {
 	cfg := Config{Kong: client, Message: DefaultMessage, Now: time.Now}
 	return &Syncer{cfg: cfg, m: m, log: zerolog.Nop(), api: &admin{
 		plugins: client.Plugins, services: client.Services, routes: client.Routes, consumers: client.Consumers,
-		info: client, retry: RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}, m: m, log: zerolog.Nop(),
+		info: client, requests: client, retry: RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}, m: m, log: zerolog.Nop(),
 	}}
 }
 
