@@ -58,15 +58,7 @@ func (l *Lister) List(ctx context.Context, kind schemas.EntityType, limit int) (
 		}
 		filter = broker.KVPrefix(l.bucket) + string(kind) + ".>"
 	}
-	now := l.now()
-	err = broker.Scan(ctx, l.js, broker.KVStream(l.bucket), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-	}, func(m jetstream.Msg, _, _ uint64) error {
-		key, b, ok := l.decode(m)
-		if !ok || !b.ExpiresAt.After(now) {
-			return nil
-		}
+	err = l.scan(ctx, filter, func(key string, b schemas.Block, _ uint64) error {
 		if len(blocks) == limit {
 			truncated = true
 			return broker.ErrStopScan
@@ -78,6 +70,26 @@ func (l *Lister) List(ctx context.Context, kind schemas.EntityType, limit int) (
 		return nil, false, fmt.Errorf("list blocks: %w", err)
 	}
 	return blocks, truncated, nil
+}
+
+// scan calls fn with each active block whose subject matches filter, the latest value of each
+// key, and the stream sequence it was stored at (the key's revision).
+func (l *Lister) scan(ctx context.Context, filter string, fn func(key string, b schemas.Block, rev uint64) error) error {
+	now := l.now()
+	return broker.Scan(ctx, l.js, broker.KVStream(l.bucket), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	}, func(m jetstream.Msg, _, _ uint64) error {
+		key, b, ok := l.decode(m)
+		if !ok || !b.ExpiresAt.After(now) {
+			return nil
+		}
+		var rev uint64
+		if meta, err := m.Metadata(); err == nil {
+			rev = meta.Sequence.Stream
+		}
+		return fn(key, b, rev)
+	})
 }
 
 // decode reads a bucket message: false for removal and expiry markers and

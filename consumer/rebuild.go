@@ -76,18 +76,11 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (*RebuildReport, error) {
 	}
 	rep.Active = len(want)
 
-	l := &Lister{js: cfg.JS, bucket: names.BlocksBucket, now: cfg.Now}
+	l := &Lister{js: cfg.JS, bucket: names.BlocksBucket, now: func() time.Time { return now }}
 	have := map[string]schemas.Block{}
 	revs := map[string]uint64{}
-	err = broker.Scan(ctx, cfg.JS, broker.KVStream(names.BlocksBucket), jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-	}, func(m jetstream.Msg, _, _ uint64) error {
-		if key, b, ok := l.decode(m); ok && b.ExpiresAt.After(now) {
-			have[key] = b
-			if meta, err := m.Metadata(); err == nil {
-				revs[key] = meta.Sequence.Stream
-			}
-		}
+	err = l.scan(ctx, broker.KVPrefix(names.BlocksBucket)+">", func(key string, b schemas.Block, rev uint64) error {
+		have[key], revs[key] = b, rev
 		return nil
 	})
 	if err != nil {
