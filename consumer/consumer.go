@@ -113,6 +113,10 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", names.BlocksBucket, err)
 	}
+	stream, err := cfg.JS.Stream(ctx, broker.KVStream(names.BlocksBucket))
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", names.BlocksBucket, err)
+	}
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {
 		return nil, err
@@ -121,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 		cfg:   cfg,
 		names: names,
 		store: &store{
-			kv: kv, pub: cfg.JS, putPrefix: broker.KVPrefix(names.BlocksBucket),
+			kv: kv, pub: cfg.JS, last: stream, putPrefix: broker.KVPrefix(names.BlocksBucket),
 			markerTTL: cfg.MarkerTTL, maxActive: cfg.Guardrails.MaxActiveBlocks,
 			now: cfg.Now, countEvery: time.Second, opTimeout: cfg.OpTimeout,
 		},

@@ -90,7 +90,7 @@ func (c *Consumer) process(ctx context.Context, h nats.Header, data []byte, seq 
 			var o outcome
 			var err error
 			if unblock {
-				o, err = c.store.unblock(ctx, targets[j])
+				o, err = c.store.unblock(ctx, targets[j], seq)
 			} else {
 				o, err = c.store.block(ctx, targets[j], ev)
 			}

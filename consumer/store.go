@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -34,6 +35,17 @@ type publisher interface {
 
 var _ publisher = (jetstream.JetStream)(nil)
 
+// lastMsgReader reads the last message on a key's subject, markers included, which KV Get hides:
+// the purge marker an unblock leaves says which incident unblocked.
+type lastMsgReader interface {
+	GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error)
+}
+
+var _ lastMsgReader = (jetstream.Stream)(nil)
+
+// kvOperation is the header KV markers carry (nats.go's own constant is unexported).
+const kvOperation = "KV-Operation"
+
 // errConflict: someone else wrote the key between our read and our write.
 var errConflict = errors.New("block changed concurrently")
 
@@ -55,7 +67,8 @@ type event struct {
 type store struct {
 	kv        blockStore
 	pub       publisher
-	putPrefix string // "$KV.<bucket>." — for the TTL-carrying update helper
+	last      lastMsgReader // nil: an unblock's marker is not consulted (rebuild writes no incidents)
+	putPrefix string        // "$KV.<bucket>." — for the TTL-carrying update helper
 	markerTTL time.Duration
 	maxActive int
 	now       func() time.Time
@@ -91,6 +104,12 @@ func (s *store) tryBlock(ctx context.Context, t target, ev event) (outcome, erro
 	entry, err := s.get(ctx, t.key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		if by, err := s.unblockedAfter(ctx, t.key, ev.seq); err != nil || by != 0 {
+			if err != nil {
+				return outcome{}, err
+			}
+			return outcome{}, refuse(ReasonSuperseded, "%s was unblocked by a later incident (seq %d)", t.key, by)
+		}
 		return s.create(ctx, t, ev)
 	case err != nil:
 		return outcome{}, fmt.Errorf("read block %s: %w", t.key, err)
@@ -248,8 +267,12 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 	return outs, errs
 }
 
-// unblock removes the key; a key that is not there is reported, not an error.
-func (s *store) unblock(ctx context.Context, t target) (outcome, error) {
+// unblock removes the key for the incident at seq; a key that is not there is reported, not an
+// error. Incidents are applied in parallel and redelivered after failures, so an unblock may
+// arrive after a later incident blocked the key again: that block stays. The purge marker it
+// leaves records seq, so an earlier block arriving late does not bring the key back (for as
+// long as the marker lives, markerTTL).
+func (s *store) unblock(ctx context.Context, t target, seq uint64) (outcome, error) {
 	for range 16 {
 		entry, err := s.get(ctx, t.key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -258,12 +281,23 @@ func (s *store) unblock(ctx context.Context, t target) (outcome, error) {
 		if err != nil {
 			return outcome{}, fmt.Errorf("read block %s: %w", t.key, err)
 		}
+		var cur schemas.Block
+		if json.Unmarshal(entry.Value(), &cur) == nil {
+			if later := max(cur.CreatedSeq, cur.UpdatedSeq); later > seq {
+				return outcome{}, refuse(ReasonSuperseded, "%s was blocked again by a later incident (seq %d)", t.key, later)
+			}
+		}
 		// Purge (not Delete) so the key's history goes, and the purge marker
 		// itself expires instead of piling up one tombstone per unblock.
+		m := nats.NewMsg(s.putPrefix + t.key)
+		m.Header.Set(kvOperation, "PURGE")
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		m.Header.Set(schemas.HeaderUnblockSeq, strconv.FormatUint(seq, 10))
 		octx, cancel := context.WithTimeout(ctx, s.opTimeout)
-		err = s.kv.Purge(octx, t.key, jetstream.LastRevision(entry.Revision()), jetstream.PurgeTTL(s.markerTTL))
+		_, err = s.pub.PublishMsg(octx, m, jetstream.WithMsgTTL(s.markerTTL),
+			jetstream.WithExpectLastSequencePerSubject(entry.Revision()))
 		cancel()
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		if broker.WrongLastSeq(err) {
 			continue
 		}
 		if err != nil {
@@ -295,6 +329,28 @@ func (s *store) putWithTTL(ctx context.Context, key string, value []byte, expire
 		return fmt.Errorf("update block %s: %w", key, err)
 	}
 	return nil
+}
+
+// unblockedAfter reports the sequence of the incident that unblocked key, when that is later
+// than seq; 0 when the key's last message is not such an unblock's marker.
+func (s *store) unblockedAfter(ctx context.Context, key string, seq uint64) (uint64, error) {
+	if s.last == nil {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	m, err := s.last.GetLastMsgForSubject(ctx, s.putPrefix+key)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the last record of %s: %w", key, err)
+	}
+	by, err := strconv.ParseUint(m.Header.Get(schemas.HeaderUnblockSeq), 10, 64)
+	if err != nil || m.Header.Get(kvOperation) == "" || by <= seq {
+		return 0, nil
+	}
+	return by, nil
 }
 
 // get reads a key within one round trip's time.

@@ -22,6 +22,7 @@ const (
 	ReasonTooLong      = "too_long"       // duration above the maximum
 	ReasonCeiling      = "ceiling"        // the bucket holds the most active blocks allowed
 	ReasonNotBlocked   = "not_blocked"    // unblock of something not blocked
+	ReasonSuperseded   = "superseded"     // a later incident already decided this key
 	ReasonNotJWT       = "not_jwt"        // a jwt entity whose value is not a token
 	ReasonNoClaim      = "no_claim"       // the token lacks the named claim
 )

@@ -117,6 +117,10 @@ const (
 	// HeaderActor names who asked for a manual action; it becomes the actor
 	// of its audit records.
 	HeaderActor = "Blockwire-Actor"
+	// HeaderUnblockSeq, on the purge marker an unblock leaves in the blocks bucket, is the
+	// stream sequence of the incident that unblocked: a block from an earlier incident,
+	// redelivered or applied late, finds it and does not bring the block back.
+	HeaderUnblockSeq = "Blockwire-Unblock-Seq"
 )
 
 // Source says which path created a block.
