@@ -17,7 +17,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Header names of the signature scheme: HMAC-SHA256 over timestamp + "." + body.
+// Header names of the signature scheme (see SignatureForm for what is signed).
 const (
 	HeaderSignature = "X-Blockwire-Signature"
 	HeaderTimestamp = "X-Blockwire-Timestamp"
@@ -27,6 +27,23 @@ const (
 
 // ErrUnauthenticated is wrapped by every authentication failure.
 var ErrUnauthenticated = errors.New("unauthenticated")
+
+// SignatureForm is what an HMAC signature of a route covers.
+type SignatureForm int
+
+const (
+	// BodySignature: HMAC-SHA256(secret, timestamp + "." + body) (Sign). Only
+	// POST /v1/incidents: the webhook senders' contract.
+	BodySignature SignatureForm = iota
+	// RequestSignature: HMAC-SHA256(secret, timestamp + "." + METHOD + " " +
+	// request-target + "." + body) (SignRequest), the request-target being
+	// the path and ?query as sent. Every other route: a signature of one
+	// request (an empty-bodied GET /v1/blocks) is then not one of another
+	// (DELETE /v1/blocks/{any key}). An incident body is JSON, which never
+	// starts with an upper-case letter, and a signed method always does, so
+	// a signature of one form is never valid in the other.
+	RequestSignature
+)
 
 // AuthConfig configures request authentication. When both tokens and HMAC
 // secrets are set, a request must carry both a valid token and a valid
@@ -116,8 +133,8 @@ func Body(r *http.Request) []byte {
 
 // Wrap authenticates each request before next sees it: cheap header checks
 // first (so an unauthenticated caller cannot make us read a megabyte), then
-// the bounded body, then the signature over it.
-func (a *Authenticator) Wrap(next http.Handler, onFail func(r *http.Request, outcome string)) http.Handler {
+// the bounded body, then the signature over it in the given form.
+func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(r *http.Request, outcome string)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.checkHeaders(r); err != nil {
 			onFail(r, "unauthorized")
@@ -131,7 +148,7 @@ func (a *Authenticator) Wrap(next http.Handler, onFail func(r *http.Request, out
 			writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large", err.Error(), nil)
 			return
 		}
-		if err := a.checkSignature(r, body); err != nil {
+		if err := a.checkSignature(r, body, form); err != nil {
 			onFail(r, "unauthorized")
 			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Unauthorized", err.Error(), nil)
 			return
@@ -190,7 +207,7 @@ func (a *Authenticator) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 	return body, nil
 }
 
-func (a *Authenticator) checkSignature(r *http.Request, body []byte) error {
+func (a *Authenticator) checkSignature(r *http.Request, body []byte, form SignatureForm) error {
 	if len(a.secrets) == 0 {
 		return nil
 	}
@@ -201,21 +218,47 @@ func (a *Authenticator) checkSignature(r *http.Request, body []byte) error {
 		return fmt.Errorf("%w: %s must be sha256=<64 hex digits>", ErrUnauthenticated, HeaderSignature)
 	}
 	ts := r.Header.Get(HeaderTimestamp)
+	target := r.URL.RequestURI()
 	match := 0
 	for _, secret := range a.secrets {
-		match |= subtle.ConstantTimeCompare(got, Sign(secret, ts, body))
+		want := Sign(secret, ts, body)
+		if form == RequestSignature {
+			want = SignRequest(secret, ts, r.Method, target, body)
+		}
+		match |= subtle.ConstantTimeCompare(got, want)
 	}
 	if match != 1 {
+		if form == RequestSignature {
+			return fmt.Errorf("%w: signature does not match (this route signs timestamp.METHOD request-target.body)", ErrUnauthenticated)
+		}
 		return fmt.Errorf("%w: signature does not match", ErrUnauthenticated)
 	}
 	return nil
 }
 
-// Sign computes the signature a sender puts in HeaderSignature (hex encoded,
-// optionally prefixed "sha256="): HMAC-SHA256(secret, timestamp + "." + body).
+// Sign computes the signature a webhook sender puts in HeaderSignature for
+// POST /v1/incidents (hex encoded, optionally prefixed "sha256="):
+// HMAC-SHA256(secret, timestamp + "." + body).
 func Sign(secret []byte, timestamp string, body []byte) []byte {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(timestamp))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// SignRequest computes the signature of a request to every route but
+// POST /v1/incidents (the manual API, the audit trail):
+// HMAC-SHA256(secret, timestamp + "." + method + " " + target + "." + body),
+// target being the request-target as sent: the path and, when there is one,
+// "?" and the query (url.URL.RequestURI).
+func SignRequest(secret []byte, timestamp, method, target string, body []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(timestamp))
+	m.Write([]byte{'.'})
+	m.Write([]byte(method))
+	m.Write([]byte{' '})
+	m.Write([]byte(target))
 	m.Write([]byte{'.'})
 	m.Write(body)
 	return m.Sum(nil)

@@ -93,10 +93,7 @@ func TestManualHostileRequests(t *testing.T) {
 	before := e.streamMsgs(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := e.signedRequest(t, []byte(tt.body))
-			req.Method = tt.method
-			req.URL.Path, req.URL.RawQuery, _ = strings.Cut(tt.path, "?")
-			r := do(t, req)
+			r := do(t, e.apiRequest(t, tt.method, tt.path, []byte(tt.body)))
 			if r.status != tt.status {
 				t.Fatalf("status %d, want %d: %v", r.status, tt.status, r.body)
 			}
@@ -151,9 +148,11 @@ func TestAuditForSIEM(t *testing.T) {
 	do(t, e.signedRequest(t, []byte(validIncident))) // accepted + 2 blocked records
 	get := func(query string) (int, []map[string]any) {
 		t.Helper()
-		req := e.signedRequest(t, nil)
-		req.Method, req.URL.Path, req.URL.RawQuery = http.MethodGet, "/v1/audit", query
-		resp, err := http.DefaultClient.Do(req)
+		target := "/v1/audit"
+		if query != "" {
+			target += "?" + query
+		}
+		resp, err := http.DefaultClient.Do(e.apiRequest(t, http.MethodGet, target, nil))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -120,7 +120,8 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if c.cfg.HMACSecret != "" {
 		ts := strconv.FormatInt(time.Now().Unix(), 10)
 		req.Header.Set(HeaderTimestamp, ts)
-		req.Header.Set(HeaderSignature, "sha256="+hex.EncodeToString(Sign([]byte(c.cfg.HMACSecret), ts, body)))
+		mac := SignRequest([]byte(c.cfg.HMACSecret), ts, method, req.URL.RequestURI(), body)
+		req.Header.Set(HeaderSignature, "sha256="+hex.EncodeToString(mac))
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {

@@ -69,7 +69,8 @@ func newEnv(t *testing.T, mutate func(*webhook.Config)) *env {
 	return e
 }
 
-// signedRequest builds a request that passes authentication.
+// signedRequest builds a POST /v1/incidents that passes authentication: the
+// signature covers the timestamp and the body.
 func (e *env) signedRequest(t *testing.T, body []byte) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.url+"/v1/incidents", bytes.NewReader(body))
@@ -81,6 +82,24 @@ func (e *env) signedRequest(t *testing.T, body []byte) *http.Request {
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	req.Header.Set(webhook.HeaderTimestamp, ts)
 	req.Header.Set(webhook.HeaderSignature, "sha256="+hex.EncodeToString(webhook.Sign([]byte(testSecret), ts, body)))
+	return req
+}
+
+// apiRequest builds a request to the manual API or the audit trail that
+// passes authentication: the signature covers the timestamp, the method,
+// the request-target (path and query) and the body.
+func (e *env) apiRequest(t *testing.T, method, target string, body []byte) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, e.url+target, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set(webhook.HeaderTimestamp, ts)
+	mac := webhook.SignRequest([]byte(testSecret), ts, method, req.URL.RequestURI(), body)
+	req.Header.Set(webhook.HeaderSignature, "sha256="+hex.EncodeToString(mac))
 	return req
 }
 

@@ -90,7 +90,7 @@ func New(cfg Config) (http.Handler, error) {
 	failed := func(_ *http.Request, outcome string) { m.requests.WithLabelValues(outcome).Inc() }
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/incidents", byMethod(map[string]http.Handler{http.MethodPost: auth.Wrap(inc, failed)}, func() {
+	mux.Handle("/v1/incidents", byMethod(map[string]http.Handler{http.MethodPost: auth.Wrap(inc, BodySignature, failed)}, func() {
 		m.requests.WithLabelValues("method_not_allowed").Inc()
 	}))
 	if bc := cfg.Blocks; bc != nil {
@@ -103,17 +103,17 @@ func New(cfg Config) (http.Handler, error) {
 		b := &blocks{inc: inc, cfg: *bc}
 		none := func(*http.Request, string) {}
 		mux.Handle("/v1/blocks", byMethod(map[string]http.Handler{
-			http.MethodGet:  auth.Wrap(http.HandlerFunc(b.list), none),
-			http.MethodPost: auth.Wrap(http.HandlerFunc(b.create), none),
+			http.MethodGet:  auth.Wrap(http.HandlerFunc(b.list), RequestSignature, none),
+			http.MethodPost: auth.Wrap(http.HandlerFunc(b.create), RequestSignature, none),
 		}, func() {}))
 		mux.Handle("/v1/blocks/{key}", byMethod(map[string]http.Handler{
-			http.MethodDelete: auth.Wrap(http.HandlerFunc(b.remove), none),
+			http.MethodDelete: auth.Wrap(http.HandlerFunc(b.remove), RequestSignature, none),
 		}, func() {}))
 	}
 	if cfg.Audit != nil {
 		logErr := func(err error) { cfg.Logger.Warn().Err(err).Msg("read audit trail") }
 		mux.Handle("/v1/audit", byMethod(map[string]http.Handler{
-			http.MethodGet: auth.Wrap(auditStream(cfg.Audit, logErr), func(*http.Request, string) {}),
+			http.MethodGet: auth.Wrap(auditStream(cfg.Audit, logErr), RequestSignature, func(*http.Request, string) {}),
 		}, func() {}))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
