@@ -126,8 +126,12 @@ func New(ctx context.Context, cfg Config) (*Consumer, error) {
 		names: names,
 		store: &store{
 			kv: kv, pub: cfg.JS, last: stream, putPrefix: broker.KVPrefix(names.BlocksBucket),
-			markerTTL: cfg.MarkerTTL, maxActive: cfg.Guardrails.MaxActiveBlocks,
-			now: cfg.Now, countEvery: time.Second, opTimeout: cfg.OpTimeout,
+			markerTTL: cfg.MarkerTTL, now: cfg.Now, opTimeout: cfg.OpTimeout,
+			ceiling: &ceiling{
+				max: cfg.Guardrails.MaxActiveBlocks, status: kv, now: cfg.Now, opTimeout: cfg.OpTimeout,
+				every: time.Second, liveEvery: 10 * time.Second,
+				live: func(ctx context.Context) (int, error) { return countLive(ctx, cfg.JS, names.BlocksBucket) },
+			},
 		},
 		audit: &auditor{pub: cfg.JS, subject: names.AuditSubject, actor: cfg.Actor, now: cfg.Now},
 		m:     m,

@@ -1,9 +1,11 @@
 package consumer
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -158,5 +160,50 @@ func TestCanonicalPrefix(t *testing.T) {
 		if got := canonicalPrefix(netip.MustParsePrefix(tt.in)); got != netip.MustParsePrefix(tt.want) {
 			t.Errorf("canonicalPrefix(%s) = %s, want %s", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestCeilingUnderConcurrency: incidents applied at once reserve their slots before they
+// publish, so together they stay under the ceiling.
+func TestCeilingUnderConcurrency(t *testing.T) {
+	r := newRig(t)
+	c := r.newConsumer(func(c *Config) { c.Guardrails.MaxActiveBlocks = 10 })
+	var wg sync.WaitGroup
+	for w := range 8 {
+		var es []schemas.Entity
+		for i := range 10 {
+			es = append(es, schemas.Entity{Type: "ip", Value: fmt.Sprintf("198.51.100.%d", 10*w+i)})
+		}
+		data := mustJSON(t, r.incident(es, nil))
+		wg.Go(func() {
+			if err := c.process(t.Context(), natsMsg("x", nil).Header, data, uint64(100+w), time.Now()); err != nil {
+				t.Errorf("incident %d: %v", w, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := len(r.keys()); n > 10 {
+		t.Fatalf("%d blocks in the bucket, the ceiling is 10", n)
+	}
+}
+
+// TestCeilingIgnoresMarkers: unblocked keys leave purge markers in the bucket's stream for the
+// marker TTL; they are not blocks, and must not hold the ceiling's slots.
+func TestCeilingIgnoresMarkers(t *testing.T) {
+	r := newRig(t)
+	r.run(r.newConsumer(func(c *Config) { c.Guardrails.MaxActiveBlocks = 2 }))
+	ip := func(v string) []schemas.Entity { return []schemas.Entity{{Type: "ip", Value: v}} }
+	unblock := func(i *schemas.Incident) { i.Type = schemas.TypeUnblock }
+	r.waitApplied(r.publish(r.incident(append(ip("192.0.2.70"), ip("192.0.2.71")...), nil)))
+	r.waitApplied(r.publish(r.incident(append(ip("192.0.2.70"), ip("192.0.2.71")...), unblock)))
+	if keys := r.keys(); len(keys) != 0 {
+		t.Fatalf("keys %v after the unblock", keys)
+	}
+	// Past the count's refresh period, so the server's count (markers included) is read again.
+	time.Sleep(1100 * time.Millisecond)
+	seq := r.publish(r.incident(ip("192.0.2.72"), nil))
+	r.waitApplied(seq)
+	if recs := auditFor(r.audits(), seq); len(recs) != 1 || recs[0].Action != schemas.ActionBlocked {
+		t.Fatalf("audit %+v, want the block applied with no block in the bucket", recs)
 	}
 }

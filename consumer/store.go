@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -22,7 +21,6 @@ type blockStore interface {
 	Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error)
 	Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error)
 	Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error
-	Status(ctx context.Context) (jetstream.KeyValueStatus, error)
 }
 
 var _ blockStore = (jetstream.KeyValue)(nil)
@@ -70,16 +68,11 @@ type store struct {
 	last      lastMsgReader // nil: an unblock's marker is not consulted (rebuild writes no incidents)
 	putPrefix string        // "$KV.<bucket>." — for the TTL-carrying update helper
 	markerTTL time.Duration
-	maxActive int
+	ceiling   *ceiling // nil for a store that only rewrites (rebuild)
 	now       func() time.Time
 	// opTimeout bounds each round trip, so a reply lost to a NATS restart
 	// costs seconds, not the whole AckWait.
-	opTimeout  time.Duration
-	countMu    sync.Mutex
-	count      int
-	countAt    time.Time
-	countEvery time.Duration
-	refreshing bool
+	opTimeout time.Duration
 }
 
 // outcome is what happened to one block.
@@ -185,11 +178,15 @@ func newBlock(t target, ev event) schemas.Block {
 }
 
 func (s *store) create(ctx context.Context, t target, ev event) (outcome, error) {
-	if n, err := s.activeBlocks(ctx); err != nil {
+	ok, have, err := s.ceiling.reserve(ctx, 1)
+	if err != nil {
 		return outcome{}, err
-	} else if n >= s.maxActive {
-		return outcome{}, refuse(ReasonCeiling, "the bucket holds %d blocks, the ceiling is %d", n, s.maxActive)
 	}
+	if !ok {
+		return outcome{}, refuse(ReasonCeiling, "the bucket holds %d blocks, the ceiling is %d", have, s.ceiling.max)
+	}
+	created := 0
+	defer func() { s.ceiling.settle(1, created) }()
 	b := newBlock(t, ev)
 	data, err := json.Marshal(b)
 	if err != nil {
@@ -204,9 +201,7 @@ func (s *store) create(ctx context.Context, t target, ev event) (outcome, error)
 	if err != nil {
 		return outcome{}, fmt.Errorf("create block %s: %w", t.key, err)
 	}
-	s.countMu.Lock()
-	s.count++
-	s.countMu.Unlock()
+	created = 1
 	return outcome{schemas.ActionBlocked, "until " + b.ExpiresAt.Format(time.RFC3339)}, nil
 }
 
@@ -219,13 +214,15 @@ func (s *store) create(ctx context.Context, t target, ev event) (outcome, error)
 func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome, []error) {
 	outs := make([]outcome, len(ts))
 	errs := make([]error, len(ts))
-	n, err := s.activeBlocks(ctx)
-	if err != nil || n+len(ts) > s.maxActive {
+	ok, _, err := s.ceiling.reserve(ctx, len(ts))
+	if err != nil || !ok {
 		for i := range errs { // near the ceiling: one at a time, each checked
 			errs[i] = errConflict
 		}
 		return outs, errs
 	}
+	created := 0
+	defer func() { s.ceiling.settle(len(ts), created) }()
 	futures := make([]jetstream.PubAckFuture, len(ts))
 	for i, t := range ts {
 		b := newBlock(t, ev)
@@ -243,7 +240,6 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	created := 0
 	for i, f := range futures {
 		if f == nil {
 			continue
@@ -261,9 +257,6 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 			errs[i] = fmt.Errorf("create block %s: %w", ts[i].key, ctx.Err())
 		}
 	}
-	s.countMu.Lock()
-	s.count += created
-	s.countMu.Unlock()
 	return outs, errs
 }
 
@@ -303,9 +296,7 @@ func (s *store) unblock(ctx context.Context, t target, seq uint64) (outcome, err
 		if err != nil {
 			return outcome{}, fmt.Errorf("remove block %s: %w", t.key, err)
 		}
-		s.countMu.Lock()
-		s.count--
-		s.countMu.Unlock()
+		s.ceiling.removed()
 		return outcome{schemas.ActionUnblocked, "removed"}, nil
 	}
 	return outcome{}, fmt.Errorf("remove block %s: %w after 16 attempts", t.key, errConflict)
@@ -358,34 +349,6 @@ func (s *store) get(ctx context.Context, key string) (jetstream.KeyValueEntry, e
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	return s.kv.Get(ctx, key)
-}
-
-// activeBlocks is the number of keys in the bucket, refreshed from the
-// server at most every countEvery and kept current locally in between. The
-// lock is never held across the round trip: a reply lost to a NATS restart
-// must not stall every worker behind it.
-func (s *store) activeBlocks(ctx context.Context) (int, error) {
-	s.countMu.Lock()
-	if s.refreshing || s.now().Sub(s.countAt) < s.countEvery {
-		n := s.count
-		s.countMu.Unlock()
-		return n, nil
-	}
-	s.refreshing = true
-	s.countMu.Unlock()
-
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	st, err := s.kv.Status(ctx)
-	cancel()
-
-	s.countMu.Lock()
-	defer s.countMu.Unlock()
-	s.refreshing = false
-	if err != nil {
-		return 0, fmt.Errorf("count blocks: %w", err)
-	}
-	s.count, s.countAt = int(st.Values()), s.now()
-	return s.count, nil
 }
 
 // ttlUntil is the server TTL for a block expiring at t: whole seconds (the
