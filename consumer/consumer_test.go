@@ -1,6 +1,7 @@
 package consumer
 
 import (
+	"encoding/base64"
 	"testing"
 	"time"
 
@@ -165,4 +166,49 @@ func auditFor(recs []schemas.AuditRecord, seq uint64) []schemas.AuditRecord {
 		}
 	}
 	return out
+}
+
+// TestKeyRoundTrip: EntityFor turns a key back into an entity that names the same key, which
+// is what unblocking by key relies on.
+func TestKeyRoundTrip(t *testing.T) {
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	inner := b64(`{"alg":"none"}`) + "." + b64(`{"sub":"x"}`) + ".c2ln"
+	nested := b64(`{"alg":"none"}`) + "." + b64(`{"sub":"`+inner+`"}`) + ".c2ln"
+	tests := []struct {
+		name    string
+		e       schemas.Entity
+		scope   *schemas.Scope
+		refused bool
+	}{
+		{"ip", schemas.Entity{Type: "ip", Value: "203.0.113.7"}, nil, false},
+		{"cidr, scoped", schemas.Entity{Type: "cidr", Value: "198.51.100.0/24"}, &schemas.Scope{Service: "s", Route: "r"}, false},
+		{"header", schemas.Entity{Type: "header", Name: "X-Api-Key", Value: "k-1"}, nil, false},
+		{"cookie", schemas.Entity{Type: "cookie", Name: "sid", Value: "c-1"}, nil, false},
+		{"query", schemas.Entity{Type: "query", Name: "token", Value: "q-1"}, nil, false},
+		{"jwt whole token", schemas.Entity{Type: "jwt", Value: testJWT}, nil, false},
+		{"jwt claim", schemas.Entity{Type: "jwt", Claim: "sub", Value: testJWT}, nil, false},
+		{"jwt claim holding a token", schemas.Entity{Type: "jwt", Claim: "sub", Value: nested}, nil, true},
+		{"consumer", schemas.Entity{Type: "consumer", Value: "mallory"}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key, err := KeyFor(tt.e, tt.scope)
+			if tt.refused {
+				if err == nil {
+					t.Fatalf("key %s, want a refusal", key)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, scope, err := EntityFor(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if back, err := KeyFor(e, scope); err != nil || back != key {
+				t.Fatalf("key %s → entity %+v → key %s (%v)", key, e, back, err)
+			}
+		})
+	}
 }

@@ -167,6 +167,11 @@ func claimValue(value, claim string) (string, error) {
 		if v == "" {
 			return "", refuse(ReasonNoClaim, "the token's %q claim is empty", claim)
 		}
+		// Stored under a key, such a value would be read as a token again when the key is
+		// turned back into an entity (EntityFor): unblocking by key would name another block.
+		if looksLikeJWT(v) {
+			return "", refuse(ReasonInvalid, "the token's %q claim holds a token itself; block the whole token instead", claim)
+		}
 		return v, nil
 	case float64:
 		return fmt.Sprint(v), nil
