@@ -84,6 +84,8 @@ func TestRefusesToStartWithoutAuth(t *testing.T) {
 		{"nothing configured", webhook.AuthConfig{}, "no webhook token"},
 		{"short token", webhook.AuthConfig{Tokens: []string{"short"}}, "shorter than"},
 		{"short secret", webhook.AuthConfig{HMACSecrets: []string{"short"}}, "shorter than"},
+		{"skew over half the default duplicate window", webhook.AuthConfig{HMACSecrets: []string{testSecret}, MaxSkew: 5*time.Minute + time.Second}, "half the incident stream's duplicate window"},
+		{"skew over half a shorter duplicate window", webhook.AuthConfig{HMACSecrets: []string{testSecret}, MaxSkew: 2 * time.Minute, DuplicateWindow: 3 * time.Minute}, "half the incident stream's duplicate window"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

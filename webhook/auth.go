@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/blockwire/blockwire/broker"
 )
 
 // Header names of the signature scheme (see SignatureForm for what is signed).
@@ -54,8 +56,15 @@ type AuthConfig struct {
 	Tokens []string
 	// HMACSecrets are the accepted signing secrets. Empty: no signature is required.
 	HMACSecrets []string
-	// MaxSkew bounds the age of a signed request's timestamp, either way. Default 5 minutes.
+	// MaxSkew bounds the age of a signed request's timestamp, either way.
+	// Default 5 minutes. A timestamp is then accepted for 2×MaxSkew, so
+	// MaxSkew must be at most half of DuplicateWindow (CheckMaxSkew): a
+	// signed manual action replayed while its timestamp is accepted is then
+	// recognised as a duplicate and stored once.
 	MaxSkew time.Duration
+	// DuplicateWindow is the incident stream's duplicate window
+	// (broker.Names.DuplicateWindow). Default broker.DefaultDuplicateWindow.
+	DuplicateWindow time.Duration
 	// MaxBodyBytes bounds the request body; larger bodies get 413. Default 1 MiB.
 	MaxBodyBytes int64
 	// AllowUnauthenticated accepts requests with no credentials at all. Only
@@ -90,6 +99,9 @@ func NewAuthenticator(cfg AuthConfig, log zerolog.Logger) (*Authenticator, error
 	if cfg.MaxSkew < 0 || cfg.MaxBodyBytes < 0 {
 		return nil, errors.New("configure authentication: max skew and max body must not be negative")
 	}
+	if err := CheckMaxSkew(cfg.MaxSkew, cfg.DuplicateWindow); err != nil {
+		return nil, err
+	}
 	a := &Authenticator{maxSkew: cfg.MaxSkew, maxBody: cfg.MaxBodyBytes, now: cfg.Now}
 	for i, t := range cfg.Tokens {
 		if len(t) < MinSecretLength {
@@ -115,6 +127,25 @@ func NewAuthenticator(cfg AuthConfig, log zerolog.Logger) (*Authenticator, error
 	return a, nil
 }
 
+// CheckMaxSkew refuses a max skew (zero: the default 5 minutes) larger than
+// half the incident stream's duplicate window (zero: the default 10
+// minutes). A signed timestamp is accepted from MaxSkew before to MaxSkew
+// after the server clock, 2×MaxSkew in all; a manual action's incident id is
+// derived from its signature, so a replay within that time must fall within
+// the duplicate window to be recognised and stored once.
+func CheckMaxSkew(maxSkew, duplicateWindow time.Duration) error {
+	if maxSkew == 0 {
+		maxSkew = 5 * time.Minute
+	}
+	if duplicateWindow == 0 {
+		duplicateWindow = broker.DefaultDuplicateWindow
+	}
+	if maxSkew > duplicateWindow/2 {
+		return fmt.Errorf("configure authentication: --webhook-max-skew %s is more than half the incident stream's duplicate window %s: a signed manual action replayed after the window would be stored again", maxSkew, duplicateWindow)
+	}
+	return nil
+}
+
 // bearer extracts the token of an Authorization header; the scheme is
 // case-insensitive (RFC 9110).
 func bearer(header string) (string, bool) {
@@ -123,11 +154,21 @@ func bearer(header string) (string, bool) {
 	return token, ok && strings.EqualFold(scheme, "Bearer") && token != ""
 }
 
-type bodyKey struct{}
+type (
+	bodyKey      struct{}
+	signatureKey struct{}
+)
 
 // Body returns the request body buffered by Wrap.
 func Body(r *http.Request) []byte {
 	b, _ := r.Context().Value(bodyKey{}).([]byte)
+	return b
+}
+
+// verifiedSignature returns the HMAC that Wrap verified, nil when the
+// request needed no signature.
+func verifiedSignature(r *http.Request) []byte {
+	b, _ := r.Context().Value(signatureKey{}).([]byte)
 	return b
 }
 
@@ -148,12 +189,17 @@ func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(
 			writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large", err.Error(), nil)
 			return
 		}
-		if err := a.checkSignature(r, body, form); err != nil {
+		sig, err := a.checkSignature(r, body, form)
+		if err != nil {
 			onFail(r, "unauthorized")
 			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Unauthorized", err.Error(), nil)
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), bodyKey{}, body)))
+		ctx := context.WithValue(r.Context(), bodyKey{}, body)
+		if sig != nil {
+			ctx = context.WithValue(ctx, signatureKey{}, sig)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
@@ -207,15 +253,16 @@ func (a *Authenticator) readBody(w http.ResponseWriter, r *http.Request) ([]byte
 	return body, nil
 }
 
-func (a *Authenticator) checkSignature(r *http.Request, body []byte, form SignatureForm) error {
+// checkSignature returns the verified HMAC, nil when no secret is configured.
+func (a *Authenticator) checkSignature(r *http.Request, body []byte, form SignatureForm) ([]byte, error) {
 	if len(a.secrets) == 0 {
-		return nil
+		return nil, nil
 	}
 	sig := r.Header.Get(HeaderSignature)
 	sig = strings.TrimPrefix(sig, "sha256=")
 	got, err := hex.DecodeString(sig)
 	if err != nil || len(got) != sha256.Size {
-		return fmt.Errorf("%w: %s must be sha256=<64 hex digits>", ErrUnauthenticated, HeaderSignature)
+		return nil, fmt.Errorf("%w: %s must be sha256=<64 hex digits>", ErrUnauthenticated, HeaderSignature)
 	}
 	ts := r.Header.Get(HeaderTimestamp)
 	target := r.URL.RequestURI()
@@ -229,11 +276,11 @@ func (a *Authenticator) checkSignature(r *http.Request, body []byte, form Signat
 	}
 	if match != 1 {
 		if form == RequestSignature {
-			return fmt.Errorf("%w: signature does not match (this route signs timestamp.METHOD request-target.body)", ErrUnauthenticated)
+			return nil, fmt.Errorf("%w: signature does not match (this route signs timestamp.METHOD request-target.body)", ErrUnauthenticated)
 		}
-		return fmt.Errorf("%w: signature does not match", ErrUnauthenticated)
+		return nil, fmt.Errorf("%w: signature does not match", ErrUnauthenticated)
 	}
-	return nil
+	return got, nil
 }
 
 // Sign computes the signature a webhook sender puts in HeaderSignature for

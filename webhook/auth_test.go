@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"bytes"
 	"encoding/hex"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -21,11 +22,23 @@ import (
 type recorder struct {
 	mu   sync.Mutex
 	last *http.Request
+	body []byte
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.GetBody != nil {
+		rc, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		body, err = io.ReadAll(rc)
+		if err != nil {
+			return nil, err
+		}
+	}
 	r.mu.Lock()
-	r.last = req.Clone(req.Context())
+	r.last, r.body = req.Clone(req.Context()), body
 	r.mu.Unlock()
 	return http.DefaultTransport.RoundTrip(req)
 }
@@ -34,6 +47,20 @@ func (r *recorder) lastHeader() http.Header {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.last.Header.Clone()
+}
+
+// replay sends the last request again, byte for byte.
+func (r *recorder) replay(t *testing.T) response {
+	t.Helper()
+	r.mu.Lock()
+	req, err := http.NewRequest(r.last.Method, r.last.URL.String(), bytes.NewReader(r.body))
+	if err != nil {
+		r.mu.Unlock()
+		t.Fatal(err)
+	}
+	req.Header = r.last.Header.Clone()
+	r.mu.Unlock()
+	return do(t, req)
 }
 
 // withAudit serves GET /v1/audit too.
@@ -126,6 +153,57 @@ func TestSignatureForms(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if r := do(t, tt.req); r.status != tt.status {
 				t.Fatalf("status %d, want %d: %v", r.status, tt.status, r.body)
+			}
+		})
+	}
+}
+
+// TestSignedManualActionReplayedIsStoredOnce: a signed manual action sent
+// again (a replay within the accepted skew) is the same incident, answered
+// as a duplicate and stored once; with a bearer token only, each request is
+// a new action.
+func TestSignedManualActionReplayedIsStoredOnce(t *testing.T) {
+	bearerOnly := func(c *webhook.Config) { c.Auth = webhook.AuthConfig{Tokens: []string{testToken}} }
+	tests := []struct {
+		name   string
+		mutate func(*webhook.Config)
+		secret string
+		act    func(t *testing.T, c *webhook.Client) (*webhook.ManualAccepted, error)
+		stored uint64 // messages after three sends
+	}{
+		{"signed block", nil, testSecret, func(t *testing.T, c *webhook.Client) (*webhook.ManualAccepted, error) {
+			return c.Block(t.Context(), webhook.BlockRequest{Kind: "ip", Value: "192.0.2.10", Actor: "alice"})
+		}, 1},
+		{"signed unblock", nil, testSecret, func(t *testing.T, c *webhook.Client) (*webhook.ManualAccepted, error) {
+			return c.Unblock(t.Context(), "ip.=.=.=.192_2E0_2E2_2E10", "alice")
+		}, 1},
+		{"bearer token only", bearerOnly, "", func(t *testing.T, c *webhook.Client) (*webhook.ManualAccepted, error) {
+			return c.Block(t.Context(), webhook.BlockRequest{Kind: "ip", Value: "192.0.2.10", Actor: "alice"})
+		}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, tt.mutate)
+			rec := &recorder{}
+			c, err := webhook.NewClient(webhook.ClientConfig{URL: e.url, Token: testToken, HMACSecret: tt.secret, HTTP: &http.Client{Transport: rec}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, err := tt.act(t, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				r := rec.replay(t)
+				if r.status != http.StatusAccepted {
+					t.Fatalf("replay answered %d: %v", r.status, r.body)
+				}
+				if tt.stored == 1 && (r.body["duplicate"] != true || r.body["id"] != first.ID || r.body["seq"] != float64(first.Seq)) {
+					t.Errorf("replay answered %v, want a duplicate of %+v", r.body, first)
+				}
+			}
+			if n := e.streamMsgs(t); n != tt.stored {
+				t.Fatalf("stream holds %d messages after three sends, want %d", n, tt.stored)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -126,7 +127,7 @@ func (b *blocks) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e := schemas.Entity{Type: req.Kind, Value: req.Value, ValueSHA256: req.ValueSHA256, Name: req.Name, Claim: req.Claim}
-	inc := schemas.Incident{ID: manualID("manual"), Type: schemas.TypeBlock, Title: req.Reason, Severity: schemas.SeverityHigh,
+	inc := schemas.Incident{ID: manualID("manual", r), Type: schemas.TypeBlock, Title: req.Reason, Severity: schemas.SeverityHigh,
 		Entities: []schemas.Entity{e}, DurationSeconds: req.DurationSeconds, Scope: req.Scope}
 	b.submit(w, r, inc, req.Actor)
 }
@@ -144,7 +145,7 @@ func (b *blocks) remove(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "invalid-key", "Invalid request", bad, []schemas.Violation{{Path: "actor", Message: bad}})
 		return
 	}
-	inc := schemas.Incident{ID: manualID("manual-unblock"), Type: schemas.TypeUnblock, Title: "manual unblock",
+	inc := schemas.Incident{ID: manualID("manual-unblock", r), Type: schemas.TypeUnblock, Title: "manual unblock",
 		Entities: []schemas.Entity{e}, Scope: scope}
 	b.submit(w, r, inc, actor)
 }
@@ -223,7 +224,17 @@ func checkActor(a string) string {
 	return ""
 }
 
-func manualID(prefix string) string {
+// manualID is a manual incident's id, also its Nats-Msg-Id. A signed
+// request's id is derived from its verified signature, which covers the
+// timestamp, the method, the target and the body: the same signed request
+// replayed while its timestamp is accepted (2×MaxSkew, at most the
+// duplicate window) is answered as a duplicate and stores nothing. A
+// request with a bearer token only gets a random id.
+func manualID(prefix string, r *http.Request) string {
+	if sig := verifiedSignature(r); sig != nil {
+		sum := sha256.Sum256(sig)
+		return prefix + "-" + hex.EncodeToString(sum[:12])
+	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return prefix + "-" + hex.EncodeToString(b[:])

@@ -276,6 +276,8 @@ func TestCheckConfig(t *testing.T) {
 		{"no authentication", []string{"serve", "--check-config"}, nil, "no webhook token"},
 		{"demo mode on a public address", []string{"serve", "--check-config", "--insecure-demo", "--http-addr", "0.0.0.0:8080"}, nil, "loopback"},
 		{"short token", []string{"serve", "--check-config", "--webhook-token", "short"}, nil, "shorter than"},
+		{"max skew of half the duplicate window", []string{"serve", "--check-config", "--webhook-token", demoToken, "--webhook-max-skew", "5m"}, nil, ""},
+		{"max skew over half the duplicate window", []string{"serve", "--check-config", "--webhook-token", demoToken, "--webhook-max-skew", "6m"}, nil, "duplicate window"},
 		{"bad log level", []string{"serve", "--check-config", "--log-level", "loud", "--webhook-token", demoToken}, nil, "log-level"},
 		{"tls cert without key", []string{"serve", "--check-config", "--webhook-token", demoToken, "--nats-url", "nats://x:4222", "--nats-tls-cert", "c.pem"}, nil, "go together"},
 	}
