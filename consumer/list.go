@@ -96,7 +96,7 @@ func (l *Lister) scan(ctx context.Context, filter string, fn func(key string, b 
 // for values that are not blocks.
 func (l *Lister) decode(m jetstream.Msg) (string, schemas.Block, bool) {
 	var b schemas.Block
-	if m.Headers().Get("KV-Operation") != "" || m.Headers().Get(jetstream.MarkerReasonHeader) != "" {
+	if isMarker(m.Headers()) {
 		return "", b, false
 	}
 	if json.Unmarshal(m.Data(), &b) != nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -260,48 +259,6 @@ func (s *store) createAll(ctx context.Context, ts []target, ev event) ([]outcome
 	return outs, errs
 }
 
-// unblock removes the key for the incident at seq; a key that is not there is reported, not an
-// error. Incidents are applied in parallel and redelivered after failures, so an unblock may
-// arrive after a later incident blocked the key again: that block stays. The purge marker it
-// leaves records seq, so an earlier block arriving late does not bring the key back (for as
-// long as the marker lives, markerTTL).
-func (s *store) unblock(ctx context.Context, t target, seq uint64) (outcome, error) {
-	for range 16 {
-		entry, err := s.get(ctx, t.key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return outcome{}, refuse(ReasonNotBlocked, "%s is not blocked", t.key)
-		}
-		if err != nil {
-			return outcome{}, fmt.Errorf("read block %s: %w", t.key, err)
-		}
-		var cur schemas.Block
-		if json.Unmarshal(entry.Value(), &cur) == nil {
-			if later := max(cur.CreatedSeq, cur.UpdatedSeq); later > seq {
-				return outcome{}, refuse(ReasonSuperseded, "%s was blocked again by a later incident (seq %d)", t.key, later)
-			}
-		}
-		// Purge (not Delete) so the key's history goes, and the purge marker
-		// itself expires instead of piling up one tombstone per unblock.
-		m := nats.NewMsg(s.putPrefix + t.key)
-		m.Header.Set(kvOperation, "PURGE")
-		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-		m.Header.Set(schemas.HeaderUnblockSeq, strconv.FormatUint(seq, 10))
-		octx, cancel := context.WithTimeout(ctx, s.opTimeout)
-		_, err = s.pub.PublishMsg(octx, m, jetstream.WithMsgTTL(s.markerTTL),
-			jetstream.WithExpectLastSequencePerSubject(entry.Revision()))
-		cancel()
-		if broker.WrongLastSeq(err) {
-			continue
-		}
-		if err != nil {
-			return outcome{}, fmt.Errorf("remove block %s: %w", t.key, err)
-		}
-		s.ceiling.removed()
-		return outcome{schemas.ActionUnblocked, "removed"}, nil
-	}
-	return outcome{}, fmt.Errorf("remove block %s: %w after 16 attempts", t.key, errConflict)
-}
-
 // putWithTTL is the one way to rewrite an existing block: KV Update would
 // clear the key's server TTL, so it publishes to the key's subject with a
 // Nats-TTL header, guarded by the revision it read.
@@ -320,28 +277,6 @@ func (s *store) putWithTTL(ctx context.Context, key string, value []byte, expire
 		return fmt.Errorf("update block %s: %w", key, err)
 	}
 	return nil
-}
-
-// unblockedAfter reports the sequence of the incident that unblocked key, when that is later
-// than seq; 0 when the key's last message is not such an unblock's marker.
-func (s *store) unblockedAfter(ctx context.Context, key string, seq uint64) (uint64, error) {
-	if s.last == nil {
-		return 0, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
-	defer cancel()
-	m, err := s.last.GetLastMsgForSubject(ctx, s.putPrefix+key)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read the last record of %s: %w", key, err)
-	}
-	by, err := strconv.ParseUint(m.Header.Get(schemas.HeaderUnblockSeq), 10, 64)
-	if err != nil || m.Header.Get(kvOperation) == "" || by <= seq {
-		return 0, nil
-	}
-	return by, nil
 }
 
 // get reads a key within one round trip's time.
