@@ -179,6 +179,14 @@ func (b *blocks) submit(w http.ResponseWriter, r *http.Request, inc schemas.Inci
 		writeProblem(w, http.StatusUnprocessableEntity, "refused", "Refused by a guardrail", err.Error(), nil)
 		return
 	}
+	// Validated and keyed on the value as given; stored by hash only.
+	if hashed, ok := HashSecret(e); ok {
+		inc.Entities = []schemas.Entity{hashed}
+		if body, err = json.Marshal(inc); err != nil {
+			writeProblem(w, http.StatusInternalServerError, "internal", "Internal error", "could not encode the incident", nil)
+			return
+		}
+	}
 	ack, err := b.inc.store(r.Context(), b.cfg.Subject, body, inc.ID, schemas.SourceManual, actor)
 	if err != nil {
 		b.inc.m.manual.WithLabelValues("unavailable").Inc()
@@ -189,6 +197,21 @@ func (b *blocks) submit(w http.ResponseWriter, r *http.Request, inc schemas.Inci
 	b.inc.log.Info().Str("incident", inc.ID).Str("type", string(inc.Type)).Str("key", key).Str("actor", actor).
 		Uint64("seq", ack.Sequence).Msg("manual action stored")
 	writeJSON(w, http.StatusAccepted, ManualAccepted{Accepted: Accepted{ID: inc.ID, Seq: ack.Sequence, Duplicate: ack.Duplicate}, Key: key})
+}
+
+// HashSecret replaces the value of a secret (a header, cookie or query
+// value, a whole token) by its SHA-256 in lowercase hex, the valueSha256 the
+// contract accepts: the block key is the same (the consumer keys secrets by
+// that hash), and the incident stream, kept for months, never holds the
+// secret. It reports whether e was changed; other entities, and a jwt
+// entity with a claim (matched on the claim's value), are left as they are.
+func HashSecret(e schemas.Entity) (schemas.Entity, bool) {
+	if e.Value == "" || !(e.Type.HasName() || e.Type == schemas.EntityJWT && e.Claim == "") {
+		return e, false
+	}
+	sum := sha256.Sum256([]byte(e.Value))
+	e.Value, e.ValueSHA256 = "", hex.EncodeToString(sum[:])
+	return e, true
 }
 
 // requestPaths maps violations of the generated incident back to the

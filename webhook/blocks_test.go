@@ -2,6 +2,8 @@ package webhook_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/blockwire/blockwire/broker"
+	"github.com/blockwire/blockwire/consumer"
 	"github.com/blockwire/blockwire/consumer/replay"
 	"github.com/blockwire/blockwire/schemas"
 	"github.com/blockwire/blockwire/webhook"
@@ -186,5 +189,76 @@ func TestAuditForSIEM(t *testing.T) {
 		if status, _ := get(q); status != http.StatusBadRequest {
 			t.Errorf("%s: status %d, want 400", q, status)
 		}
+	}
+}
+
+// TestManualSecretsAreStoredHashed: a manual block of a secret sent by value
+// is stored in the incident stream by its SHA-256 only, under the key the
+// value gives; other values are stored as given.
+func TestManualSecretsAreStoredHashed(t *testing.T) {
+	const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl"
+	tests := []struct {
+		name   string
+		req    webhook.BlockRequest
+		hashed bool
+	}{
+		{"header", webhook.BlockRequest{Kind: "header", Name: "X-Api-Key", Value: "k-secret-123"}, true},
+		{"cookie", webhook.BlockRequest{Kind: "cookie", Name: "session", Value: "s-secret-456"}, true},
+		{"query", webhook.BlockRequest{Kind: "query", Name: "api_key", Value: "q-secret-789"}, true},
+		{"whole token", webhook.BlockRequest{Kind: "jwt", Value: token}, true},
+		{"token claim", webhook.BlockRequest{Kind: "jwt", Claim: "sub", Value: "user-42"}, false},
+		{"address", webhook.BlockRequest{Kind: "ip", Value: "192.0.2.55"}, false},
+	}
+	e := newEnv(t, nil)
+	e.runConsumer(t)
+	c := e.client(t)
+	ctx := t.Context()
+	s, err := e.js.Stream(ctx, e.broker.Names().IncidentStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ent := schemas.Entity{Type: tt.req.Kind, Name: tt.req.Name, Claim: tt.req.Claim, Value: tt.req.Value}
+			want, err := consumer.KeyFor(ent, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Block(ctx, tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Key != want {
+				t.Fatalf("key %s, want %s (the key of the value)", got.Key, want)
+			}
+			msg, err := s.GetMsg(ctx, got.Seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inc, err := schemas.ParseIncident(msg.Data)
+			if err != nil {
+				t.Fatalf("stored incident: %v", err)
+			}
+			sum := sha256.Sum256([]byte(tt.req.Value))
+			stored := inc.Entities[0]
+			switch {
+			case tt.hashed && (bytes.Contains(msg.Data, []byte(tt.req.Value)) || stored.Value != "" || stored.ValueSHA256 != hex.EncodeToString(sum[:])):
+				t.Fatalf("stored %s, want the value's SHA-256 and not the value", msg.Data)
+			case !tt.hashed && stored.Value != tt.req.Value:
+				t.Fatalf("stored %s, want the value as given", msg.Data)
+			}
+			eventually(t, func() error {
+				list, err := c.Blocks(ctx, tt.req.Kind, 10)
+				if err != nil {
+					return err
+				}
+				for _, b := range list.Blocks {
+					if b.Key == want {
+						return nil
+					}
+				}
+				return fmt.Errorf("block %s not listed: %+v", want, list.Blocks)
+			})
+		})
 	}
 }

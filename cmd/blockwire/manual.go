@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -104,6 +105,22 @@ func (n *blockName) resolve(args []string) (string, error) {
 	return k, nil
 }
 
+// maxValueLength is the contract's longest entity value, in characters.
+const maxValueLength = 8192
+
+// checkSecret makes the checks on a secret's value that the server cannot
+// make on its hash: the secret itself is sent only as its SHA-256, so it
+// never leaves this machine nor lands in the incident stream.
+func checkSecret(e schemas.Entity, scope *schemas.Scope) error {
+	if n := utf8.RuneCountInString(e.Value); n > maxValueLength {
+		return fmt.Errorf("block %s: the value is %d characters, more than %d", e.Type, n, maxValueLength)
+	}
+	if _, err := consumer.KeyFor(e, scope); err != nil { // a whole token that is not a JWT, a missing --name
+		return fmt.Errorf("block %s: %w", e.Type, err)
+	}
+	return nil
+}
+
 const kindsHelp = "ip, cidr, header, cookie, query, jwt or consumer"
 
 func newBlockCmd() *cobra.Command {
@@ -128,6 +145,12 @@ func newBlockCmd() *cobra.Command {
 			e, scope := ent.entity(args[0], args[1])
 			req := webhook.BlockRequest{Kind: e.Type, Value: e.Value, Name: e.Name, Claim: e.Claim,
 				Reason: reason, Scope: scope, Actor: api.actorOrUser()}
+			if hashed, ok := webhook.HashSecret(e); ok {
+				if err := checkSecret(e, scope); err != nil {
+					return err
+				}
+				req.Value, req.ValueSHA256 = "", hashed.ValueSHA256
+			}
 			if d > 0 {
 				secs := int64(d / time.Second)
 				req.DurationSeconds = &secs
