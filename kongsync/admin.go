@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/blockwire/blockwire/internal/wait"
@@ -21,20 +23,13 @@ type (
 		Delete(ctx context.Context, pluginID *string) error
 		List(ctx context.Context, opt *kong.ListOpt) ([]*kong.Plugin, *kong.ListOpt, error)
 	}
-	kongServices interface {
-		Get(ctx context.Context, nameOrID *string) (*kong.Service, error)
-	}
-	kongRoutes interface {
-		Get(ctx context.Context, nameOrID *string) (*kong.Route, error)
-	}
-	kongConsumers interface {
-		Get(ctx context.Context, usernameOrID *string) (*kong.Consumer, error)
-	}
 	kongInfo interface {
 		Root(ctx context.Context) (map[string]any, error)
 	}
-	// kongRequests sends a request the sync encoded itself: the PUT of a plugin, whose body (up
-	// to megabytes) is encoded once, measured, and not decoded back from Kong's echo.
+	// kongRequests sends a request the sync built itself: the PUT of a plugin, whose body (up to
+	// megabytes) is encoded once, measured, and not decoded back from Kong's echo; and the
+	// lookups of services, routes and consumers by a name from a block, escaped by the sync
+	// (go-kong's Get methods splice a name into the path as it is).
 	kongRequests interface {
 		NewRequest(method, endpoint string, qs, body any) (*http.Request, error)
 		Do(ctx context.Context, req *http.Request, v any) (*kong.Response, error)
@@ -42,12 +37,9 @@ type (
 )
 
 var (
-	_ kongPlugins   = (*kong.PluginService)(nil)
-	_ kongServices  = (*kong.Svcservice)(nil)
-	_ kongRoutes    = (*kong.RouteService)(nil)
-	_ kongConsumers = (*kong.ConsumerService)(nil)
-	_ kongInfo      = (*kong.Client)(nil)
-	_ kongRequests  = (*kong.Client)(nil)
+	_ kongPlugins  = (*kong.PluginService)(nil)
+	_ kongInfo     = (*kong.Client)(nil)
+	_ kongRequests = (*kong.Client)(nil)
 )
 
 // Errors callers can test with errors.Is.
@@ -67,6 +59,25 @@ var (
 	// ErrRejected: Kong refused the request (another 4xx).
 	ErrRejected = errors.New("kong admin api refused the request")
 )
+
+// errLocalRequest: the sync could not build a request (a name no path segment can carry, a URL
+// that does not parse). Nothing reached Kong, and asking again would fail the same way: it is
+// never retried, and a lookup that fails so is an unresolved scope, not an outage.
+var errLocalRequest = errors.New("cannot build the kong admin api request")
+
+// pathSegment escapes a name or id from a block (any string) as one path segment, which Kong
+// decodes back: "alice#x" must not ask for consumer alice, "../services/x" for a service.
+// url.PathEscape escapes '/', '?', '#' and '%'; '+' is escaped too, for decoders that read it as
+// a space. The dot segments "." and ".." cannot be sent at all: HTTP servers and proxies resolve
+// them (percent-encoded too, as RFC 3986 makes "%2E" the same as "."), so GET /consumers/..
+// would not ask for a consumer named "..".
+func pathSegment(name string) (string, error) {
+	switch name {
+	case "", ".", "..":
+		return "", fmt.Errorf("%w: %q is no path segment", errLocalRequest, name)
+	}
+	return strings.ReplaceAll(url.PathEscape(name), "+", "%2B"), nil
+}
 
 // RetryPolicy is how the sync retries a failing Admin API call.
 type RetryPolicy struct {
@@ -125,6 +136,9 @@ func classify(ctx context.Context, err error) (sentinel error, retry bool, retry
 	if ctx.Err() != nil {
 		return ctx.Err(), false, 0
 	}
+	if errors.Is(err, errLocalRequest) {
+		return errLocalRequest, false, 0
+	}
 	var apiErr *kong.APIError
 	if !errors.As(err, &apiErr) {
 		return ErrUnavailable, true, 0 // connection refused or dropped, timeout, bad body
@@ -169,15 +183,12 @@ func outcomeOf(sentinel error, retry bool) string {
 
 // admin wraps go-kong with retries, classification and counting.
 type admin struct {
-	plugins   kongPlugins
-	services  kongServices
-	routes    kongRoutes
-	consumers kongConsumers
-	info      kongInfo
-	requests  kongRequests
-	retry     RetryPolicy
-	m         *metrics
-	log       zerolog.Logger
+	plugins  kongPlugins
+	info     kongInfo
+	requests kongRequests
+	retry    RetryPolicy
+	m        *metrics
+	log      zerolog.Logger
 }
 
 // call runs fn, retrying what is worth retrying. The error wraps the sentinel and Kong's own.
@@ -192,6 +203,9 @@ func (a *admin) call(ctx context.Context, what string, write bool, fn func(conte
 			return nil
 		}
 		if !retry {
+			if errors.Is(err, sentinel) { // errLocalRequest carries it already
+				return fmt.Errorf("%s: %w", what, err)
+			}
 			return fmt.Errorf("%s: %w: %w", what, sentinel, err)
 		}
 		if attempt >= a.retry.Attempts {
@@ -229,6 +243,23 @@ func (a *admin) listPlugins(ctx context.Context) ([]*kong.Plugin, error) {
 	return all, nil
 }
 
+// get reads one entity by name or id (GET /{collection}/{nameOrID}) into v. A name that cannot
+// be sent, or a request that cannot be built, fails with errLocalRequest without asking Kong.
+func (a *admin) get(ctx context.Context, what, collection, nameOrID string, v any) error {
+	seg, err := pathSegment(nameOrID)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return a.call(ctx, what, false, func(ctx context.Context) error {
+		req, err := a.requests.NewRequest(http.MethodGet, "/"+collection+"/"+seg, nil, nil)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errLocalRequest, err)
+		}
+		_, err = a.requests.Do(ctx, req, v)
+		return err
+	})
+}
+
 // putPlugin upserts p (PUT /plugins/{id}).
 func (a *admin) putPlugin(ctx context.Context, p *kong.Plugin) error {
 	body, err := json.Marshal(p) // what go-kong's Plugins.Create would send
@@ -236,10 +267,14 @@ func (a *admin) putPlugin(ctx context.Context, p *kong.Plugin) error {
 		return fmt.Errorf("encode plugin %s: %w", *p.ID, err)
 	}
 	a.m.body.Observe(float64(len(body)))
+	seg, err := pathSegment(*p.ID)
+	if err != nil {
+		return fmt.Errorf("put plugin %s: %w", *p.ID, err)
+	}
 	return a.call(ctx, "put plugin "+*p.ID, true, func(ctx context.Context) error {
-		req, err := a.requests.NewRequest(http.MethodPut, "/plugins/"+*p.ID, nil, body)
+		req, err := a.requests.NewRequest(http.MethodPut, "/plugins/"+seg, nil, body)
 		if err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errLocalRequest, err)
 		}
 		// Kong answers with the plugin it stored, as large as the body: drained for the
 		// connection's reuse, never decoded (the sync reads Kong back when it reconciles).
@@ -250,8 +285,12 @@ func (a *admin) putPlugin(ctx context.Context, p *kong.Plugin) error {
 
 // deletePlugin deletes one plugin; Kong answers 204 even when it is gone already.
 func (a *admin) deletePlugin(ctx context.Context, id string) error {
+	seg, err := pathSegment(id)
+	if err != nil {
+		return fmt.Errorf("delete plugin %s: %w", id, err)
+	}
 	return a.call(ctx, "delete plugin "+id, true, func(ctx context.Context) error {
-		return a.plugins.Delete(ctx, kong.String(id))
+		return a.plugins.Delete(ctx, kong.String(seg)) // go-kong puts it in the path as it is
 	})
 }
 

@@ -3,7 +3,6 @@ package kongsync
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"slices"
 	"time"
 
@@ -206,12 +205,12 @@ func (pl *planner) terminationInstances(ctx context.Context, p *Plan, d desiredS
 	var out []Instance
 	for _, ref := range refs {
 		unresolved := Unresolved{Kind: schemas.EntityConsumer, Consumer: ref.Consumer, Service: ref.Service, Route: ref.Route, Blocks: 1}
-		cid, err := pl.res.consumer(ctx, ref.Consumer)
+		c, err := pl.res.consumer(ctx, ref.Consumer)
 		if err != nil {
 			return nil, err
 		}
-		if cid == "" {
-			unresolved.Reason = fmt.Sprintf("consumer %q not found in Kong", ref.Consumer)
+		if c.id == "" {
+			unresolved.Reason = c.why
 			p.Unresolved = append(p.Unresolved, unresolved)
 			continue
 		}
@@ -224,7 +223,7 @@ func (pl *planner) terminationInstances(ctx context.Context, p *Plan, d desiredS
 			p.Unresolved = append(p.Unresolved, unresolved)
 			continue
 		}
-		sc.Consumer = cid
+		sc.Consumer = c.id
 		if seen[sc] { // the same consumer named by username and by id
 			continue
 		}

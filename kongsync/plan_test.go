@@ -182,8 +182,7 @@ func testSyncer(t testing.TB, k *kongfake.Server) *Syncer {
 	}
 	cfg := Config{Kong: client, Message: DefaultMessage, Now: time.Now}
 	return &Syncer{cfg: cfg, m: m, log: zerolog.Nop(), api: &admin{
-		plugins: client.Plugins, services: client.Services, routes: client.Routes, consumers: client.Consumers,
-		info: client, requests: client, retry: RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}, m: m, log: zerolog.Nop(),
+		plugins: client.Plugins, info: client, requests: client, retry: RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}, m: m, log: zerolog.Nop(),
 	}}
 }
 
@@ -349,6 +348,63 @@ func BenchmarkReconcile100k(b *testing.B) {
 					}
 				}
 				b.ReportMetric(float64(time.Since(start).Milliseconds())/float64(b.N), "raw_put_ms")
+			}
+		})
+	}
+}
+
+// failingRequests is an Admin API client that cannot build a request; Do counts what was sent.
+type failingRequests struct{ built, sent int }
+
+func (f *failingRequests) NewRequest(method, endpoint string, _, _ any) (*http.Request, error) {
+	f.built++
+	return nil, fmt.Errorf("%s %s: %w", method, endpoint, errors.New("no request for you"))
+}
+
+func (f *failingRequests) Do(context.Context, *http.Request, any) (*kong.Response, error) {
+	f.sent++
+	return nil, errors.New("sent")
+}
+
+// A lookup whose request cannot be built is that scope unresolved: it is not retried as if Kong
+// were down, and it does not fail the reconcile (every other block still reaches Kong).
+func TestLocalRequestErrorIsUnresolved(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		resolve  func(context.Context, *resolver) (string, error) // the problem reported
+		built    int
+		contains string
+	}{
+		{"consumer", func(ctx context.Context, r *resolver) (string, error) {
+			c, err := r.consumer(ctx, "alice")
+			return c.why, err
+		}, 1, `consumer "alice" cannot be looked up in Kong`},
+		{"service", func(ctx context.Context, r *resolver) (string, error) {
+			_, problem, err := r.scope(ctx, scopeRef{Service: "orders"})
+			return problem, err
+		}, 1, `service "orders" cannot be looked up in Kong`},
+		{"route", func(ctx context.Context, r *resolver) (string, error) {
+			_, problem, err := r.scope(ctx, scopeRef{Route: "list"})
+			return problem, err
+		}, 1, `route "list" cannot be looked up in Kong`},
+		{"dot-dot, never built", func(ctx context.Context, r *resolver) (string, error) {
+			c, err := r.consumer(ctx, "..")
+			return c.why, err
+		}, 0, `consumer ".." cannot be looked up in Kong`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := newMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			reqs := &failingRequests{}
+			api := &admin{requests: reqs, retry: RetryPolicy{Attempts: 5, Base: time.Millisecond, Max: time.Millisecond}, m: m, log: zerolog.Nop()}
+			problem, err := tc.resolve(context.Background(), newResolver(api))
+			if err != nil || !strings.Contains(problem, tc.contains) {
+				t.Fatalf("problem %q, err %v; want %q and no error", problem, err, tc.contains)
+			}
+			if reqs.built != tc.built || reqs.sent != 0 {
+				t.Fatalf("%d requests built, %d sent; want %d built (no retries), none sent", reqs.built, reqs.sent, tc.built)
 			}
 		})
 	}

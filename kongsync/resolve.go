@@ -13,13 +13,16 @@ import (
 // fresh cache, so a service created after a block that names it is picked up within a period.
 type resolver struct {
 	api       *admin
-	services  map[string]string // as named → id ("" when Kong has none)
-	routes    map[string]routeIDs
-	consumers map[string]string
+	services  map[string]found // as named → what Kong has
+	routes    map[string]found
+	consumers map[string]found
 }
 
-type routeIDs struct {
-	id, service string // service is "" for a route without one
+// found is one lookup's answer: the entity's id, or why there is none.
+type found struct {
+	id      string
+	service string // a route's service id; "" for a route without one
+	why     string // when id is "": not in Kong, or a name no request can carry
 }
 
 func newResolver(api *admin) *resolver {
@@ -29,85 +32,87 @@ func newResolver(api *admin) *resolver {
 }
 
 func (r *resolver) reset() {
-	r.services = map[string]string{}
-	r.routes = map[string]routeIDs{}
-	r.consumers = map[string]string{}
+	r.services = map[string]found{}
+	r.routes = map[string]found{}
+	r.consumers = map[string]found{}
 }
 
-// get asks Kong once; a 404 is an answer (""), anything else an error.
-func (r *resolver) get(ctx context.Context, what string, fn func(context.Context) error) (bool, error) {
-	err := r.api.call(ctx, what, false, fn)
-	if errors.Is(err, ErrNotFound) {
-		return false, nil
+// lookup asks Kong once for the entity of a kind (GET /{kind}s/{nameOrID}) and decodes it into v.
+// A 404 is an answer, and so is a name no request can carry (a local failure: nothing was sent,
+// and asking again would fail the same way): both leave why set. Anything else is an error.
+func (r *resolver) lookup(ctx context.Context, kind, nameOrID string, v any) (why string, err error) {
+	err = r.api.get(ctx, "look up "+kind+" "+nameOrID, kind+"s", nameOrID, v)
+	switch {
+	case err == nil:
+		return "", nil
+	case errors.Is(err, ErrNotFound):
+		return fmt.Sprintf("%s %q not found in Kong", kind, nameOrID), nil
+	case errors.Is(err, errLocalRequest):
+		return fmt.Sprintf("%s %q cannot be looked up in Kong: %v", kind, nameOrID, err), nil
 	}
-	return err == nil, err
+	return "", err
 }
 
-func (r *resolver) service(ctx context.Context, nameOrID string) (string, error) {
-	if id, ok := r.services[nameOrID]; ok {
-		return id, nil
+func (r *resolver) service(ctx context.Context, nameOrID string) (found, error) {
+	if f, ok := r.services[nameOrID]; ok {
+		return f, nil
 	}
-	var svc *kong.Service
-	found, err := r.get(ctx, "look up service "+nameOrID, func(ctx context.Context) error {
-		var err error
-		svc, err = r.api.services.Get(ctx, kong.String(nameOrID))
-		return err
-	})
+	var svc kong.Service
+	why, err := r.lookup(ctx, "service", nameOrID, &svc)
 	if err != nil {
-		return "", err
+		return found{}, err
 	}
-	id := ""
-	if found && svc.ID != nil {
-		id = *svc.ID
-	}
-	r.services[nameOrID] = id
-	return id, nil
-}
-
-func (r *resolver) route(ctx context.Context, nameOrID string) (routeIDs, error) {
-	if ids, ok := r.routes[nameOrID]; ok {
-		return ids, nil
-	}
-	var rt *kong.Route
-	found, err := r.get(ctx, "look up route "+nameOrID, func(ctx context.Context) error {
-		var err error
-		rt, err = r.api.routes.Get(ctx, kong.String(nameOrID))
-		return err
-	})
-	if err != nil {
-		return routeIDs{}, err
-	}
-	var ids routeIDs
-	if found && rt.ID != nil {
-		ids.id = *rt.ID
-		if rt.Service != nil && rt.Service.ID != nil {
-			ids.service = *rt.Service.ID
+	f := found{why: why}
+	if why == "" {
+		if f.id = str(svc.ID); f.id == "" {
+			f.why = fmt.Sprintf("service %q: kong answered without an id", nameOrID)
 		}
-		r.routes[ids.id] = ids // plugins name routes by id: spare a lookup
 	}
-	r.routes[nameOrID] = ids
-	return ids, nil
+	r.services[nameOrID] = f
+	return f, nil
 }
 
-func (r *resolver) consumer(ctx context.Context, usernameOrID string) (string, error) {
-	if id, ok := r.consumers[usernameOrID]; ok {
-		return id, nil
+func (r *resolver) route(ctx context.Context, nameOrID string) (found, error) {
+	if f, ok := r.routes[nameOrID]; ok {
+		return f, nil
 	}
-	var c *kong.Consumer
-	found, err := r.get(ctx, "look up consumer "+usernameOrID, func(ctx context.Context) error {
-		var err error
-		c, err = r.api.consumers.Get(ctx, kong.String(usernameOrID))
-		return err
-	})
+	var rt kong.Route
+	why, err := r.lookup(ctx, "route", nameOrID, &rt)
 	if err != nil {
-		return "", err
+		return found{}, err
 	}
-	id := ""
-	if found && c.ID != nil {
-		id = *c.ID
+	f := found{why: why}
+	if why == "" {
+		if f.id = str(rt.ID); f.id == "" {
+			f.why = fmt.Sprintf("route %q: kong answered without an id", nameOrID)
+		} else {
+			if rt.Service != nil {
+				f.service = str(rt.Service.ID)
+			}
+			r.routes[f.id] = f // plugins name routes by id: spare a lookup
+		}
 	}
-	r.consumers[usernameOrID] = id
-	return id, nil
+	r.routes[nameOrID] = f
+	return f, nil
+}
+
+func (r *resolver) consumer(ctx context.Context, usernameOrID string) (found, error) {
+	if f, ok := r.consumers[usernameOrID]; ok {
+		return f, nil
+	}
+	var c kong.Consumer
+	why, err := r.lookup(ctx, "consumer", usernameOrID, &c)
+	if err != nil {
+		return found{}, err
+	}
+	f := found{why: why}
+	if why == "" {
+		if f.id = str(c.ID); f.id == "" {
+			f.why = fmt.Sprintf("consumer %q: kong answered without an id", usernameOrID)
+		}
+	}
+	r.consumers[usernameOrID] = f
+	return f, nil
 }
 
 // scope resolves a block's service/route to a plugin scope. A route alone is the scope when one
@@ -115,17 +120,17 @@ func (r *resolver) consumer(ctx context.Context, usernameOrID string) (string, e
 // route-level plugin, which the sync must never do. problem explains a scope Kong cannot hold
 // (unknown service or route, a route of another service); err is a failure to ask.
 func (r *resolver) scope(ctx context.Context, ref scopeRef) (s Scope, problem string, err error) {
-	var svcID string
+	var svc found
 	if ref.Service != "" {
-		if svcID, err = r.service(ctx, ref.Service); err != nil {
+		if svc, err = r.service(ctx, ref.Service); err != nil {
 			return Scope{}, "", err
 		}
-		if svcID == "" {
-			return Scope{}, fmt.Sprintf("service %q not found in Kong", ref.Service), nil
+		if svc.id == "" {
+			return Scope{}, svc.why, nil
 		}
 	}
 	if ref.Route == "" {
-		return Scope{Service: svcID}, "", nil
+		return Scope{Service: svc.id}, "", nil
 	}
 	rt, err := r.route(ctx, ref.Route)
 	if err != nil {
@@ -133,8 +138,8 @@ func (r *resolver) scope(ctx context.Context, ref scopeRef) (s Scope, problem st
 	}
 	switch {
 	case rt.id == "":
-		return Scope{}, fmt.Sprintf("route %q not found in Kong", ref.Route), nil
-	case svcID != "" && rt.service != svcID:
+		return Scope{}, rt.why, nil
+	case svc.id != "" && rt.service != svc.id:
 		return Scope{}, fmt.Sprintf("route %q does not belong to service %q", ref.Route, ref.Service), nil
 	}
 	return Scope{Route: rt.id}, "", nil

@@ -228,8 +228,7 @@ func New(cfg Config) (*Syncer, error) {
 	s := &Syncer{
 		cfg: cfg, log: log, m: m,
 		api: &admin{
-			plugins: cfg.Kong.Plugins, services: cfg.Kong.Services, routes: cfg.Kong.Routes,
-			consumers: cfg.Kong.Consumers, info: cfg.Kong, requests: cfg.Kong, retry: cfg.Retry, m: m, log: log,
+			plugins: cfg.Kong.Plugins, info: cfg.Kong, requests: cfg.Kong, retry: cfg.Retry, m: m, log: log,
 		},
 		audit: &auditor{pub: cfg.JS, subject: cfg.Names.AuditSubject, actor: cfg.Actor, now: cfg.Now},
 	}
