@@ -30,6 +30,9 @@ const (
 // ErrUnauthenticated is wrapped by every authentication failure.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
+// errTooLarge is wrapped by the body read errors answered 413.
+var errTooLarge = errors.New("request body too large")
+
 // SignatureForm is what an HMAC signature of a route covers.
 type SignatureForm int
 
@@ -184,9 +187,15 @@ func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(
 			return
 		}
 		body, err := a.readBody(w, r)
-		if err != nil {
+		switch {
+		case errors.Is(err, errTooLarge):
 			onFail(r, "too_large")
 			writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large", err.Error(), nil)
+			return
+		case err != nil: // a broken chunked encoding, a connection lost or too slow mid-body
+			onFail(r, "bad_body")
+			writeProblem(w, http.StatusBadRequest, "bad-body", "Unreadable request body",
+				"the request body could not be read: "+err.Error(), nil)
 			return
 		}
 		sig, err := a.checkSignature(r, body, form)
@@ -239,7 +248,7 @@ func (a *Authenticator) checkHeaders(r *http.Request) error {
 }
 
 func (a *Authenticator) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	tooLarge := fmt.Errorf("the body exceeds %d bytes", a.maxBody)
+	tooLarge := fmt.Errorf("%w: the body exceeds %d bytes", errTooLarge, a.maxBody)
 	if r.ContentLength > a.maxBody {
 		return nil, tooLarge
 	}

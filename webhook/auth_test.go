@@ -1,11 +1,15 @@
 package webhook_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/hex"
+	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -204,6 +208,84 @@ func TestSignedManualActionReplayedIsStoredOnce(t *testing.T) {
 			}
 			if n := e.streamMsgs(t); n != tt.stored {
 				t.Fatalf("stream holds %d messages after three sends, want %d", n, tt.stored)
+			}
+		})
+	}
+}
+
+// rawRequest sends a hand-written request with valid credentials on a new
+// connection, so its body can be malformed, and returns the answer.
+func rawRequest(t *testing.T, url, method, target, extraHeaders, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	mac := webhook.Sign([]byte(testSecret), ts, nil)
+	head := method + " " + target + " HTTP/1.1\r\nHost: blockwire\r\nContent-Type: application/json\r\n" +
+		"Authorization: Bearer " + testToken + "\r\n" +
+		webhook.HeaderTimestamp + ": " + ts + "\r\n" +
+		webhook.HeaderSignature + ": sha256=" + hex.EncodeToString(mac) + "\r\n" +
+		extraHeaders + "Connection: close\r\n\r\n"
+	if _, err := io.WriteString(conn, head+body); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil { // a body cut short ends here
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatalf("answer is not JSON: %v", err)
+	}
+	return resp, p
+}
+
+// metricsText is the API's /metrics page.
+func metricsText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestUnreadableBody: a body that cannot be read is a bad request (400,
+// outcome bad_body); only a body over the limit is 413 (too_large).
+func TestUnreadableBody(t *testing.T) {
+	chunked := "Transfer-Encoding: chunked\r\n"
+	tests := []struct {
+		name, headers, body string
+		status              int
+		problem, outcome    string
+	}{
+		{"chunk size not hex", chunked, "zz\r\n{}\r\n0\r\n\r\n", http.StatusBadRequest, "bad-body", "bad_body"},
+		{"chunk cut short", chunked, "40\r\n{\"id\":", http.StatusBadRequest, "bad-body", "bad_body"},
+		{"body shorter than its Content-Length", "Content-Length: 60\r\n", `{"id":`, http.StatusBadRequest, "bad-body", "bad_body"},
+		{"chunked body over the limit", chunked, "80\r\n" + strings.Repeat(" ", 128) + "\r\n0\r\n\r\n", http.StatusRequestEntityTooLarge, "too-large", "too_large"},
+		{"Content-Length over the limit", "Content-Length: 65\r\n", strings.Repeat(" ", 65), http.StatusRequestEntityTooLarge, "too-large", "too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *webhook.Config) { c.Auth.MaxBodyBytes = 64 })
+			resp, p := rawRequest(t, e.url, http.MethodPost, "/v1/incidents", tt.headers, tt.body)
+			if resp.StatusCode != tt.status || p["type"] != "https://blockwire.dev/problems/"+tt.problem {
+				t.Fatalf("answered %d %v, want %d %s", resp.StatusCode, p, tt.status, tt.problem)
+			}
+			if want := `blockwire_webhook_requests_total{outcome="` + tt.outcome + `"} 1`; !strings.Contains(metricsText(t, e.url), want) {
+				t.Errorf("/metrics lacks %s", want)
 			}
 		})
 	}

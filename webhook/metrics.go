@@ -8,7 +8,7 @@ import (
 
 // Outcomes of a request to /v1/incidents, the label of requests_total.
 var outcomes = []string{
-	"accepted", "duplicate", "unauthorized", "too_large", "unsupported_media_type",
+	"accepted", "duplicate", "unauthorized", "too_large", "bad_body", "unsupported_media_type",
 	"invalid", "method_not_allowed", "unavailable",
 }
 
