@@ -33,6 +33,13 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 // errTooLarge is wrapped by the body read errors answered 413.
 var errTooLarge = errors.New("request body too large")
 
+// The challenges of a 401 (RFC 9110 WWW-Authenticate), one per configured
+// scheme.
+const (
+	bearerChallenge = `Bearer realm="blockwire"`
+	hmacChallenge   = `Blockwire-HMAC-SHA256 realm="blockwire"`
+)
+
 // SignatureForm is what an HMAC signature of a route covers.
 type SignatureForm int
 
@@ -182,8 +189,7 @@ func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.checkHeaders(r); err != nil {
 			onFail(r, "unauthorized")
-			w.Header().Set("WWW-Authenticate", `Bearer realm="blockwire"`)
-			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Unauthorized", err.Error(), nil)
+			a.unauthorized(w, err)
 			return
 		}
 		body, err := a.readBody(w, r)
@@ -201,7 +207,7 @@ func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(
 		sig, err := a.checkSignature(r, body, form)
 		if err != nil {
 			onFail(r, "unauthorized")
-			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Unauthorized", err.Error(), nil)
+			a.unauthorized(w, err)
 			return
 		}
 		ctx := context.WithValue(r.Context(), bodyKey{}, body)
@@ -210,6 +216,18 @@ func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
+}
+
+// unauthorized answers 401 with a challenge for each configured scheme: a
+// bearer token, an HMAC signature, or both when a request needs both.
+func (a *Authenticator) unauthorized(w http.ResponseWriter, err error) {
+	if len(a.tokenHashes) > 0 {
+		w.Header().Add("WWW-Authenticate", bearerChallenge)
+	}
+	if len(a.secrets) > 0 {
+		w.Header().Add("WWW-Authenticate", hmacChallenge)
+	}
+	writeProblem(w, http.StatusUnauthorized, "unauthorized", "Unauthorized", err.Error(), nil)
 }
 
 func (a *Authenticator) checkHeaders(r *http.Request) error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -288,5 +289,66 @@ func TestUnreadableBody(t *testing.T) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		})
+	}
+}
+
+// TestEveryUnauthorizedChallenges: every 401 carries WWW-Authenticate
+// (RFC 9110) naming each scheme the server requires.
+func TestEveryUnauthorizedChallenges(t *testing.T) {
+	const (
+		bearer = `Bearer realm="blockwire"`
+		hmac   = `Blockwire-HMAC-SHA256 realm="blockwire"`
+	)
+	configs := []struct {
+		name       string
+		auth       webhook.AuthConfig
+		challenges []string
+	}{
+		{"token", webhook.AuthConfig{Tokens: []string{testToken}}, []string{bearer}},
+		{"hmac", webhook.AuthConfig{HMACSecrets: []string{testSecret}}, []string{hmac}},
+		{"both", webhook.AuthConfig{Tokens: []string{testToken}, HMACSecrets: []string{testSecret}}, []string{bearer, hmac}},
+	}
+	failures := []struct {
+		name   string
+		modify func(*http.Request)
+	}{
+		{"no credentials", func(r *http.Request) {
+			for _, h := range []string{"Authorization", webhook.HeaderSignature, webhook.HeaderTimestamp} {
+				r.Header.Del(h)
+			}
+		}},
+		{"wrong token", func(r *http.Request) { r.Header.Set("Authorization", "Bearer not-the-token-0123456789") }},
+		{"stale timestamp", func(r *http.Request) {
+			r.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10))
+		}},
+		{"wrong signature", func(r *http.Request) { r.Header.Set(webhook.HeaderSignature, "sha256="+strings.Repeat("ab", 32)) }},
+	}
+	for _, cfg := range configs {
+		e := newEnv(t, func(c *webhook.Config) { c.Auth = cfg.auth })
+		for _, f := range failures {
+			for _, route := range []struct{ method, target, body string }{
+				{http.MethodPost, "/v1/incidents", validIncident},
+				{http.MethodGet, "/v1/blocks", ""},
+				{http.MethodDelete, "/v1/blocks/ip.=.=.=.192_2E0_2E2_2E1", ""},
+			} {
+				t.Run(cfg.name+"/"+f.name+"/"+route.method+" "+route.target, func(t *testing.T) {
+					req := e.apiRequest(t, route.method, route.target, []byte(route.body))
+					if route.target == "/v1/incidents" {
+						req = e.signedRequest(t, []byte(route.body))
+					}
+					f.modify(req)
+					r := do(t, req)
+					if r.status == http.StatusAccepted || r.status == http.StatusOK {
+						return // this failure does not apply to this configuration
+					}
+					if r.status != http.StatusUnauthorized {
+						t.Fatalf("status %d, want 401: %v", r.status, r.body)
+					}
+					if got := r.header.Values("WWW-Authenticate"); !slices.Equal(got, cfg.challenges) {
+						t.Fatalf("WWW-Authenticate %q, want %q", got, cfg.challenges)
+					}
+				})
+			}
+		}
 	}
 }
