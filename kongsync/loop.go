@@ -136,8 +136,13 @@ func (s *Syncer) step(ctx context.Context, l *lease, ss *session, state *blockSt
 			s.log.Info().Msg("kong accepts Admin API writes again: kong sync resumes")
 		}
 		return 0, plan.next
-	case ctx.Err() != nil, errors.Is(err, errLeaseLost):
+	case ctx.Err() != nil:
 		return 0, time.Time{}
+	case errors.Is(err, errLeaseLost):
+		// The last renewal is late (valid said no). Lost for good, the lease's holder cancels
+		// ctx and this loop ends; renewed after all, the reconcile must not wait for the next
+		// change or period: it is tried again, in full, after the next renewal is due.
+		return s.cfg.LeaseTTL / 3, time.Time{}
 	case errors.Is(err, ErrDBLess):
 		s.standDown(ctx, ss)
 		return s.cfg.DBLessRecheck, time.Time{}
