@@ -184,29 +184,31 @@ func verifiedSignature(r *http.Request) []byte {
 
 // Wrap authenticates each request before next sees it: cheap header checks
 // first (so an unauthenticated caller cannot make us read a megabyte), then
-// the bounded body, then the signature over it in the given form.
-func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(r *http.Request, outcome string)) http.Handler {
+// the bounded body, then the signature over it in the given form. onFail
+// learns each refusal: its outcome (unauthorized, too_large, bad_body) and
+// why, a reason that never holds a credential.
+func (a *Authenticator) Wrap(next http.Handler, form SignatureForm, onFail func(r *http.Request, outcome string, reason error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := a.checkHeaders(r); err != nil {
-			onFail(r, "unauthorized")
+			onFail(r, "unauthorized", err)
 			a.unauthorized(w, err)
 			return
 		}
 		body, err := a.readBody(w, r)
 		switch {
 		case errors.Is(err, errTooLarge):
-			onFail(r, "too_large")
+			onFail(r, "too_large", err)
 			writeProblem(w, http.StatusRequestEntityTooLarge, "too-large", "Request body too large", err.Error(), nil)
 			return
 		case err != nil: // a broken chunked encoding, a connection lost or too slow mid-body
-			onFail(r, "bad_body")
+			onFail(r, "bad_body", err)
 			writeProblem(w, http.StatusBadRequest, "bad-body", "Unreadable request body",
 				"the request body could not be read: "+err.Error(), nil)
 			return
 		}
 		sig, err := a.checkSignature(r, body, form)
 		if err != nil {
-			onFail(r, "unauthorized")
+			onFail(r, "unauthorized", err)
 			a.unauthorized(w, err)
 			return
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/blockwire/blockwire/broker"
 	"github.com/blockwire/blockwire/consumer/replay"
@@ -350,5 +351,85 @@ func TestEveryUnauthorizedChallenges(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// logBuffer collects a logger's output; handlers write to it concurrently.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestAPIRefusalsAreCountedAndLogged: a request to the manual API or the
+// audit trail refused before its handler is counted by route and outcome
+// and logged with where it came from, never with its credentials.
+func TestAPIRefusalsAreCountedAndLogged(t *testing.T) {
+	const wrongToken = "wrong-token-guessed-0123456789"
+	tests := []struct {
+		name, method, target, body string
+		modify                     func(*http.Request)
+		route, outcome             string
+	}{
+		{"wrong token on the list", http.MethodGet, "/v1/blocks", "", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+wrongToken) }, "/v1/blocks", "unauthorized"},
+		{"wrong signature on an unblock", http.MethodDelete, "/v1/blocks/ip.=.=.=.192_2E0_2E2_2E1", "", func(r *http.Request) {
+			r.Header.Set(webhook.HeaderSignature, "sha256="+strings.Repeat("cd", 32))
+		}, "/v1/blocks/{key}", "unauthorized"},
+		{"no credentials on the audit trail", http.MethodGet, "/v1/audit", "", func(r *http.Request) { r.Header.Del("Authorization") }, "/v1/audit", "unauthorized"},
+		{"block over the size limit", http.MethodPost, "/v1/blocks", `{"kind":"ip","value":"192.0.2.1","reason":"` + strings.Repeat("r", 100) + `"}`, nil, "/v1/blocks", "too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &logBuffer{}
+			e := newEnv(t, func(c *webhook.Config) {
+				withAudit(t)(c)
+				c.Auth.MaxBodyBytes = 64
+				c.Logger = zerolog.New(logs)
+			})
+			req := e.apiRequest(t, tt.method, tt.target, []byte(tt.body))
+			if tt.modify != nil {
+				tt.modify(req)
+			}
+			sent := req.Header.Clone()
+			if r := do(t, req); r.status < 400 {
+				t.Fatalf("status %d, want a refusal", r.status)
+			}
+			want := `blockwire_api_refused_total{outcome="` + tt.outcome + `",route="` + tt.route + `"} 1`
+			if m := metricsText(t, e.url); !strings.Contains(m, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+			var found bool
+			for line := range strings.Lines(logs.String()) {
+				var entry map[string]any
+				if err := json.Unmarshal([]byte(line), &entry); err != nil {
+					t.Fatalf("log line %q: %v", line, err)
+				}
+				remote, _ := entry["remote"].(string)
+				reason, _ := entry["error"].(string)
+				if entry["message"] == "api request refused" && entry["level"] == "warn" && entry["route"] == tt.route &&
+					entry["outcome"] == tt.outcome && entry["method"] == tt.method && remote != "" && reason != "" {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no warning naming the route, method, remote address and reason in the log:\n%s", logs)
+			}
+			for _, secret := range []string{testToken, wrongToken, testSecret, strings.TrimPrefix(sent.Get(webhook.HeaderSignature), "sha256=")} {
+				if strings.Contains(logs.String(), secret) {
+					t.Errorf("the log holds a credential %q:\n%s", secret, logs)
+				}
+			}
+		})
 	}
 }

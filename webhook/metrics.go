@@ -15,9 +15,14 @@ var outcomes = []string{
 // Outcomes of a manual action (POST /v1/blocks, DELETE /v1/blocks/{key}).
 var manualOutcomes = []string{"accepted", "invalid", "refused", "unavailable"}
 
+// Outcomes of a request to the manual API or the audit trail refused before
+// its handler, the outcome label of api_refused_total.
+var refusedOutcomes = []string{"unauthorized", "too_large", "bad_body"}
+
 type metrics struct {
 	requests *prometheus.CounterVec
 	manual   *prometheus.CounterVec
+	refused  *prometheus.CounterVec
 	publish  prometheus.Histogram
 }
 
@@ -31,13 +36,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "blockwire", Subsystem: "api", Name: "manual_actions_total",
 			Help: "Manual blocks and unblocks (POST /v1/blocks, DELETE /v1/blocks/{key}) by outcome.",
 		}, []string{"outcome"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "blockwire", Subsystem: "api", Name: "refused_total",
+			Help: "Requests to the manual API and the audit trail refused before their handler (authentication, body), by route and outcome.",
+		}, []string{"route", "outcome"}),
 		publish: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "blockwire", Subsystem: "webhook", Name: "publish_seconds",
 			Help:    "Time from publishing an incident (webhook or manual) to JetStream's acknowledgement.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.manual, m.publish} {
+	for _, c := range []prometheus.Collector{m.requests, m.manual, m.refused, m.publish} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register webhook metrics: %w", err)
 		}

@@ -87,7 +87,19 @@ func New(cfg Config) (http.Handler, error) {
 		publishTimeout: cfg.PublishTimeout, retryAfter: retryAfterSeconds(cfg.RetryAfter),
 		log: cfg.Logger, m: m, now: cfg.Now,
 	}
-	failed := func(_ *http.Request, outcome string) { m.requests.WithLabelValues(outcome).Inc() }
+	failed := func(_ *http.Request, outcome string, _ error) { m.requests.WithLabelValues(outcome).Inc() }
+	// Refusals on the manual API and the audit trail are counted by route
+	// and logged: who knocked, where, and why (never the credentials).
+	apiFailed := func(route string) func(*http.Request, string, error) {
+		for _, o := range refusedOutcomes {
+			m.refused.WithLabelValues(route, o)
+		}
+		return func(r *http.Request, outcome string, reason error) {
+			m.refused.WithLabelValues(route, outcome).Inc()
+			cfg.Logger.Warn().Err(reason).Str("route", route).Str("method", r.Method).
+				Str("remote", r.RemoteAddr).Str("outcome", outcome).Msg("api request refused")
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/incidents", byMethod(map[string]http.Handler{http.MethodPost: auth.Wrap(inc, BodySignature, failed)}, func() {
@@ -101,19 +113,19 @@ func New(cfg Config) (http.Handler, error) {
 			bc.Subject = "noname.incidents.manual"
 		}
 		b := &blocks{inc: inc, cfg: *bc}
-		none := func(*http.Request, string) {}
+		list, key := apiFailed("/v1/blocks"), apiFailed("/v1/blocks/{key}")
 		mux.Handle("/v1/blocks", byMethod(map[string]http.Handler{
-			http.MethodGet:  auth.Wrap(http.HandlerFunc(b.list), RequestSignature, none),
-			http.MethodPost: auth.Wrap(http.HandlerFunc(b.create), RequestSignature, none),
+			http.MethodGet:  auth.Wrap(http.HandlerFunc(b.list), RequestSignature, list),
+			http.MethodPost: auth.Wrap(http.HandlerFunc(b.create), RequestSignature, list),
 		}, func() {}))
 		mux.Handle("/v1/blocks/{key}", byMethod(map[string]http.Handler{
-			http.MethodDelete: auth.Wrap(http.HandlerFunc(b.remove), RequestSignature, none),
+			http.MethodDelete: auth.Wrap(http.HandlerFunc(b.remove), RequestSignature, key),
 		}, func() {}))
 	}
 	if cfg.Audit != nil {
 		logErr := func(err error) { cfg.Logger.Warn().Err(err).Msg("read audit trail") }
 		mux.Handle("/v1/audit", byMethod(map[string]http.Handler{
-			http.MethodGet: auth.Wrap(auditStream(cfg.Audit, logErr), RequestSignature, func(*http.Request, string) {}),
+			http.MethodGet: auth.Wrap(auditStream(cfg.Audit, logErr), RequestSignature, apiFailed("/v1/audit")),
 		}, func() {}))
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
