@@ -76,8 +76,8 @@ func TestLateRenewalRetriesTheReconcile(t *testing.T) {
 	var offset atomic.Int64 // the syncer's clock runs ahead of the real one by this much
 	var js *gatedRenewals
 	s := r.syncer(kongsync.KongConfig{}, func(c *kongsync.Config) {
-		c.LeaseTTL = 3 * time.Second
-		c.Period = time.Hour // only the fix may bring the block to Kong
+		c.LeaseTTL = 12 * time.Second // long enough that a slow machine never lets it lapse for real
+		c.Period = time.Hour          // only the fix may bring the block to Kong
 		c.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 		js = &gatedRenewals{JetStream: c.JS, subject: "$KV." + kongsync.DefaultLeaseBucket + ".kongsync"}
 		c.JS = js
@@ -92,14 +92,14 @@ func TestLateRenewalRetriesTheReconcile(t *testing.T) {
 	}
 	eventually(t, "the first reconcile", deny("203.0.113.1"))
 
-	// A renewal is due and held back; the one before it is done. The clock jumps 2.5s: the last
+	// A renewal is due and held back; the one before it is done. The clock jumps 10s: the last
 	// renewal is now older than 4/5 of the TTL, and the holder must not write.
 	select {
 	case <-js.close():
 	case <-time.After(waitFor):
 		t.Fatal("no lease renewal")
 	}
-	offset.Store(int64(2500 * time.Millisecond))
+	offset.Store(int64(10 * time.Second))
 	r.block(schemas.EntityIP, "203.0.113.2", nil, time.Hour)
 	eventually(t, "a reconcile that found the lease not valid", func() (bool, string) {
 		n := metric(t, s.reg, "blockwire_kongsync_reconciles_total", map[string]string{"result": "lease_lost"})
