@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/blockwire/blockwire/consumer"
 	"github.com/blockwire/blockwire/schemas"
@@ -110,6 +111,11 @@ func (b *blocks) create(w http.ResponseWriter, r *http.Request) {
 	if !requireJSON(w, r) {
 		return
 	}
+	if !utf8.Valid(Body(r)) { // encoding/json would quietly turn the bad bytes into U+FFFD
+		writeProblem(w, http.StatusBadRequest, "invalid-block", "Invalid block request", "the body is not valid UTF-8",
+			[]schemas.Violation{{Path: "/", Message: "must be valid UTF-8"}})
+		return
+	}
 	var req BlockRequest
 	dec := json.NewDecoder(bytes.NewReader(Body(r)))
 	dec.DisallowUnknownFields()
@@ -138,6 +144,11 @@ func (b *blocks) remove(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeProblem(w, http.StatusBadRequest, "invalid-key", "Invalid block key", err.Error(),
 			[]schemas.Violation{{Path: "key", Message: err.Error()}})
+		return
+	}
+	if bad := checkKey(key, e, scope); bad != "" {
+		writeProblem(w, http.StatusBadRequest, "invalid-key", "Invalid block key", bad,
+			[]schemas.Violation{{Path: "key", Message: bad}})
 		return
 	}
 	actor := r.URL.Query().Get("actor")
@@ -233,6 +244,26 @@ func requestPaths(vs []schemas.Violation) []schemas.Violation {
 		out[i] = schemas.Violation{Path: p, Message: v.Message}
 	}
 	return out
+}
+
+// checkKey refuses a key that does not name exactly one block: a part that
+// is not UTF-8 (the incident, JSON, would carry U+FFFD instead and unblock
+// something else), or a key other than the canonical one of the entity it
+// decodes to (the unblock would act on that other key).
+func checkKey(key string, e schemas.Entity, scope *schemas.Scope) string {
+	parts := []string{e.Value, e.ValueSHA256, e.Name, e.Claim}
+	if scope != nil {
+		parts = append(parts, scope.Service, scope.Route)
+	}
+	for _, p := range parts {
+		if !utf8.ValidString(p) {
+			return "a part of the key is not valid UTF-8"
+		}
+	}
+	if canonical, err := consumer.KeyFor(e, scope); err == nil && canonical != key {
+		return fmt.Sprintf("not a canonical block key: the block it names is stored under %q", canonical)
+	}
+	return "" // an entity the guardrails refuse is answered by submit
 }
 
 func checkActor(a string) string {
