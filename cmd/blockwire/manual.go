@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -168,7 +169,7 @@ func newBlockCmd() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&dur, "for", "", "how long, e.g. 90m, 2h, 30d (default: serve's --default-duration)")
+	fs.StringVar(&dur, "for", "", "how long, in whole seconds, e.g. 90m, 2h, 30d (default: serve's --default-duration)")
 	fs.StringVar(&reason, "reason", "", "why, for the audit trail")
 	fs.StringVar(&api.actor, "actor", "", "who is asking, for the audit trail (default $USER)")
 	addEntityFlags(fs, &ent)
@@ -309,26 +310,40 @@ func explain(err error) error {
 	return err
 }
 
+// maxDays is the most days a time.Duration holds (about 292 years).
+const maxDays = int64(math.MaxInt64 / int64(24*time.Hour))
+
 // parseDuration accepts Go durations plus whole days ("30d"); "" is 0 (the
-// server's default). Negative or zero durations are refused.
+// server's default). Durations under 1s, with a fraction of a second (the
+// API counts whole seconds) or too long to represent are refused.
 func parseDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
+	bad := fmt.Errorf("--for %q: want a duration like 90m, 2h or 30d", s)
 	var d time.Duration
-	var err error
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		var n int
-		n, err = strconv.Atoi(days)
+		n, err := strconv.ParseInt(days, 10, 64)
+		switch {
+		case errors.Is(err, strconv.ErrRange) || err == nil && n > maxDays:
+			return 0, fmt.Errorf("--for %q: too long, at most %dd", s, maxDays)
+		case err != nil:
+			return 0, bad
+		case n < 1:
+			return 0, fmt.Errorf("--for %q: a block lasts at least 1s", s)
+		}
 		d = time.Duration(n) * 24 * time.Hour
 	} else {
-		d, err = time.ParseDuration(s)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("--for %q: want a duration like 90m, 2h or 30d", s)
+		var err error
+		if d, err = time.ParseDuration(s); err != nil { // also refuses what overflows
+			return 0, fmt.Errorf("--for %q: want a duration like 90m, 2h or 30d, at most %dd", s, maxDays)
+		}
 	}
 	if d < time.Second {
 		return 0, fmt.Errorf("--for %q: a block lasts at least 1s", s)
+	}
+	if d%time.Second != 0 {
+		return 0, fmt.Errorf("--for %q: give whole seconds (%s or %s); a block's duration is counted in seconds", s, d.Truncate(time.Second), d.Truncate(time.Second)+time.Second)
 	}
 	return d, nil
 }

@@ -310,6 +310,7 @@ func TestCheckConfig(t *testing.T) {
 // non-zero, before touching anything.
 func TestCommandsRefuseBadInput(t *testing.T) {
 	closed := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	noAPI := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	tests := []struct {
 		args []string
 		want string
@@ -323,6 +324,14 @@ func TestCommandsRefuseBadInput(t *testing.T) {
 		{[]string{"explain", "ip", "not-an-ip", "--nats-url", closed}, "name the block"},
 		{[]string{"rebuild", "--min-prefix-v4", "0", "--nats-url", closed}, "is blockwire serve running"},
 		{[]string{"block", "ip", "192.0.2.1", "--for", "-1h"}, "at least 1s"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "-3d", "--api-url", noAPI}, "at least 1s"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "0d", "--api-url", noAPI}, "at least 1s"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "213504d", "--api-url", noAPI}, "too long"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "106752d", "--api-url", noAPI}, "too long"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "99999999999999999999d", "--api-url", noAPI}, "too long"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "3000000h", "--api-url", noAPI}, "want a duration"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "1500ms", "--api-url", noAPI}, "whole seconds"},
+		{[]string{"block", "ip", "192.0.2.1", "--for", "90.5s", "--api-url", noAPI}, "whole seconds"},
 		{[]string{"block", "ip"}, "accepts 2 arg"},
 		{[]string{"unblock", "ip", "192.0.2.1", "--key", "ip.=.=.=.x"}, "not both"},
 		{[]string{"blocks", "--api-url", "ftp://x"}, "not an http(s) URL"},
