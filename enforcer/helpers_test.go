@@ -74,16 +74,6 @@ func (r *fakeRequest) Headers(max int) (map[string][]string, error) {
 	return out, nil
 }
 
-func (r *fakeRequest) Header(name string) (string, error) {
-	if err := r.call("kong.request.get_header"); err != nil {
-		return "", err
-	}
-	if vs := r.headers[name]; len(vs) > 0 {
-		return vs[0], nil
-	}
-	return "", nil
-}
-
 func (r *fakeRequest) RawQuery() (string, error) {
 	return r.query, r.call("kong.request.get_raw_query")
 }

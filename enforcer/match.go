@@ -11,10 +11,10 @@ import (
 // A request with that many lines may have more, hidden past the limit.
 const maxHeaders = 1000
 
-// knownHeaders are the names nginx keeps in its hashed headers_in: Kong's get_header finds
-// them whatever their position, so they can be read again when get_headers was truncated.
-// Any other header past the limit is invisible to every PDK call.
-var knownHeaders = map[string]bool{"cookie": true, "authorization": true}
+// uniqueHeader is the one name a block may need that nginx refuses to see twice (a second
+// Authorization line is answered 400 before any plugin runs): a copy of it found in a
+// truncated list is the only one.
+const uniqueHeader = "authorization"
 
 // Reasons a request is refused, as they appear in response bodies, logs and metrics.
 const (
@@ -141,91 +141,74 @@ func (m *matcher) matchAddr(a netip.Addr) (verdict, bool) {
 }
 
 // matchHeaders reads the headers once and checks header, cookie and JWT blocks.
+//
+// Every copy of a name reaches the upstream, so every copy is checked. When get_headers is
+// truncated, a copy may hide past the limit, and no PDK call can show it: Kong's get_header
+// documents the first copy only. So a truncated request that passes the checks on what is
+// visible is refused (too_many_headers) if any name an active block needs could have a copy
+// past the limit: every blocked header name, cookie, and authorization unless a copy of it
+// was seen (it cannot have two).
 func (m *matcher) matchHeaders(r request) (verdict, error) {
 	hs, err := r.Headers(maxHeaders)
 	if err != nil {
 		return verdict{}, fmt.Errorf("get headers: %w", err)
 	}
-	lines := 0
-	for _, vs := range hs {
-		lines += len(vs)
-	}
-	truncated := lines >= maxHeaders
 	p := m.p
-	// values returns a header's values, reading it again when get_headers may have cut it
-	// off (once: a header block may name cookie or authorization, which the cookie and JWT
-	// checks read too); ok is false when it is beyond every limit Kong lets a plugin see.
-	type reread struct {
-		name string
-		vs   []string
-	}
-	var again [2]reread // one per knownHeaders name
-	nAgain := 0
-	values := func(name string) ([]string, bool, error) {
-		vs, found := hs[name]
-		if found || !truncated {
-			return vs, true, nil
-		}
-		if !knownHeaders[name] {
-			return nil, false, nil
-		}
-		for _, a := range again[:nAgain] {
-			if a.name == name {
-				return a.vs, true, nil
-			}
-		}
-		v, err := r.Header(name)
-		if err != nil {
-			return nil, true, err
-		}
-		if v != "" {
-			vs = []string{v}
-		}
-		if nAgain < len(again) {
-			again[nAgain] = reread{name: name, vs: vs}
-			nAgain++
-		}
-		return vs, true, nil
-	}
 	for _, ref := range p.headers {
-		vs, ok, err := values(ref.name)
-		if err != nil {
-			return verdict{}, fmt.Errorf("get header: %w", err)
-		}
-		if !ok {
-			// An attacker may have pushed a blocked header past the limit: a request with a
-			// thousand header lines is not one a client sends by accident.
-			return verdict{blocked: true, kind: schemas.EntityHeader, reason: reasonTooManyHeaders}, nil
-		}
-		for _, v := range vs {
+		for _, v := range hs[ref.name] {
 			if m.matchHash(ref.id, v, schemas.EntityHeader) {
 				return blockedBy(schemas.EntityHeader), nil
 			}
 		}
 	}
 	if p.cookies.len() > 0 {
-		vs, _, err := values("cookie")
-		if err != nil {
-			return verdict{}, fmt.Errorf("get cookie header: %w", err)
-		}
-		for _, v := range vs {
+		for _, v := range hs["cookie"] {
 			if m.matchCookies(v) {
 				return blockedBy(schemas.EntityCookie), nil
 			}
 		}
 	}
 	if p.token || p.claims.len() > 0 {
-		vs, _, err := values("authorization")
-		if err != nil {
-			return verdict{}, fmt.Errorf("get authorization header: %w", err)
-		}
-		for _, v := range vs {
+		for _, v := range hs[uniqueHeader] {
 			if m.matchToken(bearerToken(v)) {
 				return blockedBy(schemas.EntityJWT), nil
 			}
 		}
 	}
+	if truncated(hs) && m.mayHide(hs) {
+		// An attacker may have pushed a blocked value past the limit: a request with a
+		// thousand header lines is not one a client sends by accident.
+		return verdict{blocked: true, kind: schemas.EntityHeader, reason: reasonTooManyHeaders}, nil
+	}
 	return verdict{}, nil
+}
+
+// truncated reports whether hs holds as many lines as get_headers returns: there may be more.
+func truncated(hs map[string][]string) bool {
+	lines := 0
+	for _, vs := range hs {
+		lines += len(vs)
+	}
+	return lines >= maxHeaders
+}
+
+// mayHide reports whether a name some active block needs may have a copy past get_headers'
+// limit, given the visible lines hs.
+func (m *matcher) mayHide(hs map[string][]string) bool {
+	p := m.p
+	if p.cookies.len() > 0 {
+		return true
+	}
+	_, authSeen := hs[uniqueHeader]
+	if (p.token || p.claims.len() > 0) && !authSeen {
+		return true
+	}
+	for _, ref := range p.headers {
+		if ref.name != uniqueHeader || !authSeen {
+			return true
+		}
+	}
+	return false
 }
 
 // matchHash looks up the SHA-256 of v in namespace ns.

@@ -11,7 +11,6 @@ import (
 type request interface {
 	ForwardedIP() (string, error)
 	Headers(max int) (map[string][]string, error)
-	Header(name string) (string, error)
 	RawQuery() (string, error)
 	Consumer() (id, username string, err error)
 	Service() (id, name string, err error)
@@ -33,8 +32,6 @@ func (r pdkRequest) ForwardedIP() (string, error) { return r.kong.Client.GetForw
 func (r pdkRequest) Headers(max int) (map[string][]string, error) {
 	return r.kong.Request.GetHeaders(max)
 }
-
-func (r pdkRequest) Header(name string) (string, error) { return r.kong.Request.GetHeader(name) }
 
 func (r pdkRequest) RawQuery() (string, error) { return r.kong.Request.GetRawQuery() }
 
