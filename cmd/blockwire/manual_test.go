@@ -141,3 +141,59 @@ func TestBlockSendsSecretsHashed(t *testing.T) {
 		})
 	}
 }
+
+// TestPerInvocationFlagsIgnoreTheEnvironment: what a command acts on comes
+// from its command line only; a stray BLOCKWIRE_SERVICE must not scope a
+// block. Where to connect and the credentials still come from the
+// environment.
+func TestPerInvocationFlagsIgnoreTheEnvironment(t *testing.T) {
+	stray := map[string]string{
+		"BLOCKWIRE_SERVICE": "checkout", "BLOCKWIRE_ROUTE": "pay", "BLOCKWIRE_FOR": "30d",
+		"BLOCKWIRE_REASON": "stray", "BLOCKWIRE_ACTOR": "mallory", "BLOCKWIRE_KEY": "ip.=.=.=.198_2E51_2E100_2E1",
+		"BLOCKWIRE_NAME": "X-Stray", "BLOCKWIRE_CLAIM": "sub", "BLOCKWIRE_KIND": "mac", "BLOCKWIRE_LIMIT": "7",
+		"BLOCKWIRE_JSON": "true", "USER": "alice",
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		method string
+		target string
+		body   string // the JSON body sent, "" for none
+	}{
+		{"block", []string{"block", "ip", "192.0.2.1"}, http.MethodPost, "/v1/blocks", `{"kind":"ip","value":"192.0.2.1","actor":"alice"}`},
+		{"unblock", []string{"unblock", "ip", "192.0.2.1"}, http.MethodDelete, "/v1/blocks/ip.=.=.=.192_2E0_2E2_2E1?actor=alice", ""},
+		{"blocks", []string{"blocks"}, http.MethodGet, "/v1/blocks?limit=100", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := newFakeAPI(t)
+			env := map[string]string{"BLOCKWIRE_API_URL": api.url, "BLOCKWIRE_WEBHOOK_TOKEN": demoToken}
+			for k, v := range stray {
+				env[k] = v
+			}
+			isolateEnv(t, env)
+			if err := run(t, tt.args...); err != nil {
+				t.Fatal(err)
+			}
+			calls := api.received()
+			if len(calls) != 1 {
+				t.Fatalf("%d requests to the API named by BLOCKWIRE_API_URL, want 1", len(calls))
+			}
+			c := calls[0]
+			if c.method != tt.method || c.target != tt.target || strings.TrimSpace(string(c.body)) != tt.body {
+				t.Fatalf("sent %s %s %s, want %s %s %s", c.method, c.target, c.body, tt.method, tt.target, tt.body)
+			}
+			if got := c.header.Get("Authorization"); got != "Bearer "+demoToken {
+				t.Errorf("Authorization %q: BLOCKWIRE_WEBHOOK_TOKEN not read", got)
+			}
+		})
+	}
+	t.Run("replay", func(t *testing.T) {
+		closed := "nats://127.0.0.1:1"
+		isolateEnv(t, map[string]string{"BLOCKWIRE_KIND": "mac", "BLOCKWIRE_SINCE": "yesterday", "BLOCKWIRE_FORMAT": "xml", "BLOCKWIRE_NATS_URL": closed})
+		// The filters are left alone and the NATS URL is read: the command gets as far as connecting.
+		if err := run(t, "replay"); err == nil || !strings.Contains(err.Error(), "is blockwire serve running") {
+			t.Fatalf("err %v, want a failure to connect to %s", err, closed)
+		}
+	})
+}

@@ -15,7 +15,8 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-// envPrefix: every flag --foo-bar also reads BLOCKWIRE_FOO_BAR when not given.
+// envPrefix: every configuration flag --foo-bar also reads BLOCKWIRE_FOO_BAR
+// when not given (fromEnv names the flags that do not).
 const envPrefix = "BLOCKWIRE_"
 
 type logOptions struct {
@@ -40,8 +41,9 @@ func newRootCmd() *cobra.Command {
 	return root
 }
 
-// bindEnv fills every flag the user did not give from its BLOCKWIRE_*
-// variable, so Kong-style deployments can configure by environment alone.
+// bindEnv fills every configuration flag the user did not give from its
+// BLOCKWIRE_* variable, so Kong-style deployments can configure by
+// environment alone.
 func bindEnv(fs *pflag.FlagSet) error {
 	var err error
 	fs.VisitAll(func(f *pflag.Flag) {
@@ -59,11 +61,19 @@ func bindEnv(fs *pflag.FlagSet) error {
 }
 
 // fromEnv: flags that are actions of one invocation, not configuration,
-// are never read from the environment (a stray BLOCKWIRE_CHECK_CONFIG
-// would make every serve exit).
+// are never read from the environment: a stray BLOCKWIRE_CHECK_CONFIG would
+// make every serve exit, a stray BLOCKWIRE_SERVICE would silently scope a
+// `blockwire block`, BLOCKWIRE_KIND filter every `blocks` and `replay`.
+// Where to connect and how to authenticate (--api-url, --webhook-token,
+// --webhook-hmac-secret, --nats-*, --kong-*, --log-*) and the guardrails
+// are configuration and keep reading it.
 func fromEnv(flag string) bool {
 	switch flag {
-	case "check-config", "help", "dry-run", "once":
+	case "check-config", "help", "dry-run", "once",
+		// what block, unblock and explain act on, and how
+		"key", "name", "claim", "service", "route", "for", "reason", "actor",
+		// what blocks, replay and explain show, and how
+		"kind", "limit", "since", "until", "incident", "value", "format", "json":
 		return false
 	}
 	return true
