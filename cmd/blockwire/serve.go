@@ -28,9 +28,6 @@ func newServeCmd(lo *logOptions) *cobra.Command {
 				return err
 			}
 			cfg.Logger = log
-			// A signed timestamp is accepted for 2×--webhook-max-skew: the
-			// authenticator refuses a skew the duplicate window cannot cover.
-			cfg.Auth.DuplicateWindow = cfg.Broker.Names.WithDefaults().DuplicateWindow
 			if checkConfig {
 				if err := app.Check(cfg); err != nil {
 					return err

@@ -59,6 +59,11 @@ func (c *Config) defaults() {
 		c.ShutdownTimeout = 15 * time.Second
 	}
 	c.Broker.Logger = c.Logger
+	// A signed timestamp is accepted for 2×MaxSkew: the authenticator refuses a skew the incident
+	// stream's duplicate window cannot cover, which is what stops a signed request replayed.
+	if c.Auth.DuplicateWindow == 0 {
+		c.Auth.DuplicateWindow = c.Broker.Names.WithDefaults().DuplicateWindow
+	}
 }
 
 // Check validates cfg without starting anything (serve --check-config).
