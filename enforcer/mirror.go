@@ -259,15 +259,24 @@ var errWatchClosed = errors.New("kv watcher stopped")
 // After a reconnect, or when lagCheck finds the watch's consumer gone quiet, the watch resumes
 // right after the last revision it applied: nats.go's own recovery waits for missed
 // heartbeats (about 20 s without new blocks after a server restart, 11–16 s when the server
-// holding the consumer dies). After a long outage it returns, and the caller starts over and
-// reconciles.
+// holding the consumer dies). After a long outage, or when the bucket's stream is no longer
+// the one watched (deleted, created again, restored from a backup: see lagCheck), it returns,
+// and the caller starts over and reconciles.
 func (m *Mirror) watch(ctx context.Context, kv watchedBucket) error {
 	start := time.Now()
+	// The stream's identity, read before the watch starts: a stream replaced in between
+	// looks replaced to the first probe, which costs a reload, never a stale list.
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ident := readStream(sctx, kv)
+	cancel()
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch bucket: %w", err)
 	}
 	defer func() { _ = w.Stop() }() // whichever watcher is current
+	// Not synced once this watch ends, whatever the next one finds (the bucket may be gone).
+	// knownAt stays: the disconnect handler or the replaced branch below set it.
+	defer m.synced.Store(false)
 	m.synced.Store(false)
 	wr := newWriter()
 	building := true
@@ -275,7 +284,7 @@ func (m *Mirror) watch(ctx context.Context, kv watchedBucket) error {
 	defer sweep.Stop()
 	lag := time.NewTicker(m.cfg.lagCheckEvery)
 	defer lag.Stop()
-	check := newLagCheck(m.cfg.lagCheckEvery)
+	check := newLagCheck(m.cfg.lagCheckEvery, ident.created)
 	lastEntry := time.Now()
 	updates := w.Updates()
 	ops := make([]op, 0, 64)
@@ -301,6 +310,13 @@ func (m *Mirror) watch(ctx context.Context, kv watchedBucket) error {
 				m.cfg.log.Info().Dur("outage", gap).Msg("reloading the bucket to reconcile")
 				return nil
 			}
+			// The server may have come back with another stream: the bucket deleted and
+			// created again, or its store restored from a backup.
+			if s := m.readStreamRetrying(ctx, kv); !s.answered || check.replaced(s, lastRev) {
+				m.cfg.log.Warn().Uint64("applied", lastRev).Uint64("stream_last", s.lastSeq).Bool("answered", s.answered).
+					Msg("the bucket's stream is not the one watched before the outage; reloading the bucket")
+				return nil
+			}
 			if err := resume(resumeReconnect); err != nil {
 				return err
 			}
@@ -308,13 +324,19 @@ func (m *Mirror) watch(ctx context.Context, kv watchedBucket) error {
 			if !building {
 				check.maybeProbe(ctx, kv, now, lastEntry)
 			}
-		case seq := <-check.answers():
-			if check.stalled(seq, lastRev, time.Now()) {
-				m.cfg.log.Warn().Uint64("applied", lastRev).Uint64("stream_last", seq).
+		case st := <-check.answers():
+			switch check.judge(st, lastRev, time.Now()) {
+			case lagStalled:
+				m.cfg.log.Warn().Uint64("applied", lastRev).Uint64("stream_last", st.lastSeq).
 					Msg("the watch stopped delivering; resuming it")
 				if err := resume(resumeStall); err != nil {
 					return err
 				}
+			case lagReplaced:
+				m.cfg.log.Warn().Uint64("applied", lastRev).Uint64("stream_last", st.lastSeq).Bool("missing", st.missing).
+					Msg("the bucket's stream is not the one watched; reloading the bucket")
+				m.unsync()
+				return nil
 			}
 		case <-sweep.C:
 			if !building {
@@ -354,6 +376,29 @@ func (m *Mirror) watch(ctx context.Context, kv watchedBucket) error {
 				return errWatchClosed
 			}
 		}
+	}
+}
+
+// unsync marks the mirror not synced, its list last known to match the bucket now (the
+// bucket was replaced since the last probe, a second or so ago).
+func (m *Mirror) unsync() {
+	if m.synced.Swap(false) {
+		m.knownAt.Store(time.Now().UnixMilli())
+	}
+}
+
+// readStreamRetrying reads the bucket's stream, retrying for a while when it does not answer
+// (JetStream may still be starting after a server restart); a missing stream is an answer.
+func (m *Mirror) readStreamRetrying(ctx context.Context, kv watchedBucket) streamState {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		s := readStream(sctx, kv)
+		cancel()
+		if s.answered || s.missing || ctx.Err() != nil || time.Now().After(deadline) {
+			return s
+		}
+		_ = wait.Sleep(ctx, 200*time.Millisecond)
 	}
 }
 

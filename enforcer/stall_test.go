@@ -2,35 +2,54 @@ package enforcer
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/blockwire/blockwire/internal/natstest"
+	"github.com/blockwire/blockwire/schemas"
 )
 
 func TestLagCheckVerdicts(t *testing.T) {
+	created := time.Date(2026, 11, 25, 5, 0, 0, 0, time.UTC)
+	at := func(seq uint64) streamState { return streamState{answered: true, lastSeq: seq, created: created} }
+	unknown, missing := streamState{}, streamState{missing: true}
+	recreated := streamState{answered: true, lastSeq: 30, created: created.Add(time.Minute)}
 	type probe struct {
-		seq, lastRev uint64
-		want         bool
+		s       streamState
+		lastRev uint64
+		want    lagVerdict
 	}
 	for _, tt := range []struct {
-		name   string
-		probes []probe
+		name    string
+		created time.Time // of the watched stream, zero: unknown
+		probes  []probe
 	}{
-		{"caught up", []probe{{10, 10, false}, {10, 10, false}}},
-		{"unknown answers never stall", []probe{{0, 5, false}, {0, 5, false}}},
-		{"in flight once, then delivered", []probe{{12, 10, false}, {12, 12, false}}},
-		{"behind twice with progress", []probe{{12, 10, false}, {15, 12, false}, {15, 15, false}}},
-		{"the sequence seen a period ago never came", []probe{{12, 10, false}, {12, 10, true}}},
-		{"a newer sequence does not hide the stall", []probe{{12, 10, false}, {20, 11, true}}},
+		{"caught up", created, []probe{{at(10), 10, lagFine}, {at(10), 10, lagFine}}},
+		{"unknown answers never stall", created, []probe{{unknown, 5, lagFine}, {unknown, 5, lagFine}}},
+		{"in flight once, then delivered", created, []probe{{at(12), 10, lagFine}, {at(12), 12, lagFine}}},
+		{"behind twice with progress", created, []probe{{at(12), 10, lagFine}, {at(15), 12, lagFine}, {at(15), 15, lagFine}}},
+		{"the sequence seen a period ago never came", created, []probe{{at(12), 10, lagFine}, {at(12), 10, lagStalled}}},
+		{"a newer sequence does not hide the stall", created, []probe{{at(12), 10, lagFine}, {at(20), 11, lagStalled}}},
+		{"the stream ends before the applied revision", created, []probe{{at(1), 51, lagReplaced}}},
+		{"an empty stream after entries were applied", created, []probe{{at(0), 3, lagReplaced}}},
+		{"created at another time", created, []probe{{recreated, 10, lagReplaced}}},
+		{"creation time learnt from the first answer", time.Time{}, []probe{{at(10), 10, lagFine}, {recreated, 10, lagReplaced}}},
+		{"missing once is not enough", created, []probe{{missing, 10, lagFine}, {at(10), 10, lagFine}, {missing, 10, lagFine}}},
+		{"missing twice in a row", created, []probe{{missing, 10, lagFine}, {missing, 10, lagReplaced}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			c := newLagCheck(time.Second)
+			c := newLagCheck(time.Second, tt.created)
 			now := time.Now()
 			for i, p := range tt.probes {
-				if got := c.stalled(p.seq, p.lastRev, now); got != p.want {
-					t.Fatalf("probe %d (stream %d, applied %d): stalled=%v, want %v", i, p.seq, p.lastRev, got, p.want)
+				if got := c.judge(p.s, p.lastRev, now); got != p.want {
+					t.Fatalf("probe %d (%+v, applied %d): verdict %d, want %d", i, p.s, p.lastRev, got, p.want)
 				}
 			}
 		})
@@ -39,12 +58,13 @@ func TestLagCheckVerdicts(t *testing.T) {
 
 // Resumes that bring nothing back off; one that brought entries resets the wait.
 func TestLagCheckHoldsOffFruitlessResumes(t *testing.T) {
-	c := newLagCheck(time.Second)
+	c := newLagCheck(time.Second, time.Time{})
 	now := time.Now()
 	stall := func(seq, rev uint64) time.Duration {
 		t.Helper()
-		c.stalled(seq, rev, now)
-		if !c.stalled(seq, rev, now) {
+		s := streamState{answered: true, lastSeq: seq}
+		c.judge(s, rev, now)
+		if c.judge(s, rev, now) != lagStalled {
 			t.Fatalf("no stall at stream %d, applied %d", seq, rev)
 		}
 		return c.notBefore.Sub(now)
@@ -110,4 +130,110 @@ func TestMirrorResumesAStalledWatch(t *testing.T) {
 		t.Error("the earlier block was dropped by the resume")
 	}
 	eventually(t, "synced again", func() bool { return m.Status(time.Now()).Synced })
+}
+
+// A bucket deleted and created again is a new stream, whose sequences start over below the
+// revision the watch applied: a resumed or recreated consumer would wait past them forever,
+// so the blocks of the deleted bucket would stay enforced, a new one never, and the mirror
+// would call itself synced. The lag check notices: the mirror is not synced while the bucket
+// is gone, keeps enforcing the last known blocks, and reloads the bucket once it is back.
+func TestMirrorReloadsARecreatedBucket(t *testing.T) {
+	bk := newBucket(t)
+	old := make([]blk, 51)
+	for i := range old {
+		old[i] = blk{kind: "ip", value: fmt.Sprintf("203.0.113.%d", i+1)}
+		bk.put(t, old[i])
+	}
+	m, _ := startMirror(t, bk.srv.URL(), "", func(c *mirrorConfig) { c.lagCheckEvery = 50 * time.Millisecond })
+	eventually(t, "synced", func() bool { return m.Status(time.Now()).Synced && blocks(m, old[50]) })
+
+	ctx := context.Background()
+	js, err := jetstream.New(natstest.Connect(t, bk.srv.URL()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(ctx, DefaultBucket); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "not synced while the bucket is gone", func() bool { return !m.Status(time.Now()).Synced })
+	if !blocks(m, old[0]) {
+		t.Error("the last known blocks were dropped with the bucket")
+	}
+	if bk.kv, err = natstest.Provisioned(t, bk.srv.URL()).Blocks(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := blk{kind: "ip", value: "203.0.113.99"}
+	bk.put(t, fresh)
+	eventually(t, "the new bucket's block applies", func() bool { return blocks(m, fresh) })
+	eventually(t, "synced with the new bucket", func() bool { return m.Status(time.Now()).Synced })
+	for _, b := range old {
+		if blocks(m, b) {
+			t.Fatalf("%s, a block of the deleted bucket, is still enforced", b.value)
+		}
+	}
+}
+
+// A server whose store is restored from an older backup comes back with a stream that ends
+// before the revision the watch applied (same stream, same creation time). The watch must
+// not resume after that revision: it reloads the bucket. The lag check is off, so only the
+// reconnect's own check can notice.
+func TestMirrorReloadsARestoredStream(t *testing.T) {
+	bk := newBucket(t)
+	kept := blk{kind: "ip", value: "203.0.113.1"}
+	bk.put(t, kept)
+	backup := filepath.Join(t.TempDir(), "backup")
+	stopServer(t, bk.srv)
+	if err := os.CopyFS(backup, os.DirFS(bk.srv.StoreDir())); err != nil {
+		t.Fatal(err)
+	}
+	bk.srv.Restart(t)
+
+	m, _ := startMirror(t, bk.srv.URL(), "", func(c *mirrorConfig) { c.lagCheckEvery = time.Hour })
+	lost := make([]blk, 5)
+	for i := range lost {
+		lost[i] = blk{kind: "ip", value: fmt.Sprintf("198.51.100.%d", i+1)}
+		putEventually(t, bk, lost[i])
+	}
+	eventually(t, "synced", func() bool { return m.Status(time.Now()).Synced && blocks(m, kept) && blocks(m, lost[4]) })
+
+	stopServer(t, bk.srv)
+	if err := os.RemoveAll(bk.srv.StoreDir()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(bk.srv.StoreDir(), os.DirFS(backup)); err != nil {
+		t.Fatal(err)
+	}
+	bk.srv.Restart(t)
+	fresh := blk{kind: "ip", value: "203.0.113.99"}
+	putEventually(t, bk, fresh)
+	eventually(t, "a block written after the restore applies", func() bool { return blocks(m, fresh) })
+	eventually(t, "synced with the restored stream", func() bool { return m.Status(time.Now()).Synced })
+	if !blocks(m, kept) {
+		t.Error("the block the backup holds was dropped")
+	}
+	for _, b := range lost {
+		if blocks(m, b) {
+			t.Fatalf("%s, a block the restored stream does not hold, is still enforced", b.value)
+		}
+	}
+}
+
+// stopServer shuts the server down, for its store to be changed before srv.Restart.
+func stopServer(t *testing.T, srv *natstest.Server) {
+	t.Helper()
+	srv.Server().Shutdown()
+	srv.Server().WaitForShutdown()
+}
+
+// putEventually writes b, retrying while the test's own connection reconnects.
+func putEventually(t *testing.T, bk *bucket, b blk) {
+	t.Helper()
+	data, err := json.Marshal(schemas.Block{Kind: b.kind, CreatedAt: time.Now().UTC(), ExpiresAt: time.UnixMilli(b.op().exp).UTC(), Source: schemas.SourceManual})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the put of "+b.value, func() bool {
+		_, err := bk.kv.Put(context.Background(), b.key(t), data)
+		return err == nil
+	})
 }
