@@ -193,8 +193,11 @@ func (e envDefaults) resolve(c *Config) (settings, error) {
 }
 
 // checkNATSURL accepts what nats.go accepts: a comma-separated list of nats://, tls://,
-// ws:// or wss:// URLs, or bare host:port.
+// ws:// or wss:// URLs, or bare host:port. nats.go splits the list at every comma, so a
+// password holding one is cut in two ("nats://alice:s3c" and "r3t@host"): when any server
+// has credentials, an error quotes nothing of any server.
 func checkNATSURL(list string) error {
+	creds := strings.Contains(list, "@")
 	for u := range strings.SplitSeq(list, ",") {
 		u = strings.TrimSpace(u)
 		if u == "" {
@@ -207,8 +210,8 @@ func checkNATSURL(list string) error {
 		if err != nil {
 			// Not err: it quotes the URL. Nor its cause when there may be credentials: an
 			// unescaped "/" or "?" in a password puts part of it in the "port" it quotes.
-			if strings.Contains(u, "@") {
-				return errors.New("not a URL (details withheld: it has credentials)")
+			if creds {
+				return errors.New("not a URL (details withheld: the list has credentials)")
 			}
 			var ue *url.Error
 			if errors.As(err, &ue) {
@@ -219,6 +222,9 @@ func checkNATSURL(list string) error {
 		switch pu.Scheme {
 		case "nats", "tls", "ws", "wss":
 		default:
+			if creds {
+				return errors.New("a scheme other than nats, tls, ws or wss (details withheld: the list has credentials)")
+			}
 			return fmt.Errorf("scheme %q: want nats, tls, ws or wss", pu.Scheme)
 		}
 		if pu.Hostname() == "" {
@@ -228,26 +234,42 @@ func checkNATSURL(list string) error {
 	return nil
 }
 
+// redacted stands for a server that may hold a piece of a password.
+const redacted = "[redacted]"
+
 // redactURL drops user information from a server list for logs, metric labels and errors.
+// When any server has credentials ("@"), each server keeps only its scheme and what
+// follows its last "@"; a server without "@" in such a list may be the first half of a
+// password cut at a comma ("nats://alice:s3c,r3t@host" is two servers to nats.go, and
+// "nats://alice:1234,5678@host" two valid ones), so it keeps only its scheme.
 func redactURL(list string) string {
+	creds := strings.Contains(list, "@")
 	var out []string
 	for u := range strings.SplitSeq(list, ",") {
 		u = strings.TrimSpace(u)
-		if pu, err := url.Parse(u); err == nil && pu.User != nil {
-			pu.User = nil
-			u = pu.String()
-		} else if at := strings.LastIndexByte(u, '@'); at >= 0 {
-			// No scheme (nats.go reads "user:pw@host" as nats://user:pw@host, url.Parse as
-			// scheme "user"), or no valid URL: drop all that may be credentials.
-			start := 0
-			if i := strings.Index(u, "://"); i >= 0 && i < at {
-				start = i + 3
+		if creds {
+			scheme := ""
+			if s, _, ok := strings.Cut(u, "://"); ok && knownScheme(s) {
+				scheme = s + "://"
 			}
-			u = u[:start] + u[at+1:]
+			if at := strings.LastIndexByte(u, '@'); at >= 0 {
+				u = scheme + u[at+1:]
+			} else {
+				u = scheme + redacted
+			}
 		}
 		out = append(out, u)
 	}
 	return strings.Join(out, ",")
+}
+
+// knownScheme reports whether s is a scheme nats.go connects with.
+func knownScheme(s string) bool {
+	switch strings.ToLower(s) {
+	case "nats", "tls", "ws", "wss":
+		return true
+	}
+	return false
 }
 
 // instance is one resolved plugin instance. It is immutable after UnmarshalJSON but for the

@@ -136,15 +136,24 @@ func asciiLower(s string) string {
 }
 
 // secret is put into the user information of every server of a nats_url, where nats.go
-// takes credentials from; it must never reach a message or a log line.
-const secret = "Sentinel7pw"
+// takes credentials from; it must never reach a message or a log line. numericSecret is a
+// password nats.go would cut at a comma into servers that are all valid URLs.
+const (
+	secret        = "Sentinel7pw"
+	numericSecret = "4815162342"
+)
+
+// leaks reports whether m holds a secret.
+func leaks(m string) bool { return strings.Contains(m, secret) || strings.Contains(m, numericSecret) }
 
 // withSecret returns list with credentials holding secret in front of each server: after
 // its scheme, or at its start when it has none (nats.go then adds nats://). kind 1: a
 // password ("user:secret@host"), 2: a token ("secret@host"), 3: a password with a "/" that
 // should have been escaped, which makes the URL invalid (the error must still not quote
-// it). A server whose "://" follows something that is no URL scheme is left alone: there
-// the secret would be in a path.
+// it), 4: a password with a comma that should have been escaped, which cuts the server in
+// two ("nats://blockwire:secret" and "secret@host"), 5: the same with a numeric password,
+// which makes both halves valid servers. A server whose "://" follows something that is no
+// URL scheme is left alone: there the secret would be in a path.
 func withSecret(list string, kind uint8) string {
 	cred := "blockwire:" + secret + "@"
 	switch kind {
@@ -152,6 +161,10 @@ func withSecret(list string, kind uint8) string {
 		cred = secret + "@"
 	case 3:
 		cred = "blockwire:" + secret + "/" + secret + "@"
+	case 4:
+		cred = "blockwire:" + secret + "," + secret + "@"
+	case 5:
+		cred = "blockwire:" + numericSecret + "," + numericSecret + "@"
 	}
 	servers := strings.Split(list, ",")
 	for i, s := range servers {
@@ -213,12 +226,15 @@ func FuzzConfig(f *testing.F) {
 		f.Add(b, "nats://env-nats:4222", "env_blocks", "429", "closed", uint8(1+i%3))
 	}
 	f.Add([]byte(`{}`), " blockwire:pw@nats:4222 , tls://n2", "b", "x", "sometimes", uint8(2))
+	f.Add([]byte(`{"nats_url":"nats://nats.internal:4222"}`), "", "", "", "", uint8(4))
+	f.Add([]byte(`{"nats_url":"nats://nats.internal:4222"}`), "", "", "", "", uint8(5))
+	f.Add([]byte(`{"nats_url":"nats://n1:4222, n2:4222"}`), "", "", "", "", uint8(5))
 	f.Fuzz(func(t *testing.T, data []byte, envURL, envBucket, envStatus, envFail string, secretKind uint8) {
 		env := envDefaults{natsURL: envURL, bucket: envBucket, status: envStatus, failMode: envFail}
 		var ref kongConfig
 		refErr := json.Unmarshal(data, &ref)
 		secretIn := false
-		if kind := secretKind % 4; kind != 0 && refErr == nil && !strings.Contains(fmt.Sprint(ref, env), secret) {
+		if kind := secretKind % 6; kind != 0 && refErr == nil && !leaks(fmt.Sprint(ref, env)) {
 			ref.NATSURL = withSecret(ref.NATSURL, kind)
 			env.natsURL = withSecret(env.natsURL, kind)
 			b, err := json.Marshal(ref)
@@ -281,7 +297,7 @@ func FuzzConfig(f *testing.F) {
 		msgs = append(msgs, log.String())
 		if secretIn {
 			for _, m := range msgs {
-				if strings.Contains(m, secret) {
+				if leaks(m) {
 					t.Fatalf("nats_url %q, env %q: credentials leak into %q", ref.NATSURL, env.natsURL, m)
 				}
 			}
