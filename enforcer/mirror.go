@@ -53,6 +53,9 @@ type Mirror struct {
 	discAt      atomic.Int64 // Unix ms of the last disconnect
 	resumes     [nResumeReasons]atomic.Int64
 	snapOnce    sync.Once // the snapshot is read at most once
+	// snapshotRace, set only by tests, runs inside writeSnapshot between its reads of the
+	// version and the index.
+	snapshotRace func()
 
 	// reconnected is signalled by every reconnect; outage holds the longest outage (ms) since
 	// the watch last looked.

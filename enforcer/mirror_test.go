@@ -283,3 +283,32 @@ func TestMirrorSurvivesServerRestart(t *testing.T) {
 		})
 	}
 }
+
+// The first sync swaps in the bucket's index while a snapshot may be being written: the
+// snapshot must not label the index loaded from the previous snapshot with the synced
+// version, which would never be rewritten and bring a block the sync dropped back at the
+// next start without NATS. snapshotRace runs the swap between writeSnapshot's two reads.
+func TestSnapshotRacingTheFirstSync(t *testing.T) {
+	keep, gone := blk{kind: "ip", value: "203.0.113.7"}, blk{kind: "consumer", value: "acme"}
+	loaded, synced := newTestWriter(t, keep, gone).idx, newTestWriter(t, keep).idx
+	loc := location{url: "nats://127.0.0.1:4222", bucket: DefaultBucket}
+	path := filepath.Join(t.TempDir(), "snap")
+	m := newMirror(mirrorConfig{loc: loc, snapshotPath: path, log: zerolog.New(zerolog.NewTestWriter(t))})
+	m.cur.Store(loaded)
+	m.snapshotRace = func() { // what watch does at the initial-values marker
+		m.snapshotRace = nil
+		m.cur.Store(synced)
+		m.everSynced.Store(true)
+		m.version.Add(1)
+		m.synced.Store(true)
+	}
+	m.writeSnapshot(false)
+	m.writeSnapshot(false) // a later period: writes whatever the first one did not
+	got, _, err := readSnapshotFile(path, loc, time.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.idx.counts[kindIndex(schemas.EntityConsumer)].Load() != 0 || got.idx.counts[kindIndex(schemas.EntityIP)].Load() != 1 {
+		t.Errorf("the snapshot holds the index loaded before the sync, as the synced version")
+	}
+}

@@ -52,11 +52,18 @@ func (m *Mirror) writeSnapshot(final bool) {
 	if m.cfg.snapshotPath == "" {
 		return
 	}
+	// The version first: a swap (the first sync's) stores the index before it bumps the
+	// version, so the index read next is at least that version's. Read the other way round,
+	// the index a snapshot loaded could be written as the synced version and never replaced,
+	// bringing back blocks that sync dropped at the next start without NATS.
+	v := m.version.Load()
+	if m.snapshotRace != nil {
+		m.snapshotRace()
+	}
 	x := m.cur.Load()
 	if x == nil || !m.everSynced.Load() || (!final && !m.synced.Load()) {
 		return
 	}
-	v := m.version.Load()
 	if v == m.snapVersion.Load() {
 		return
 	}
@@ -73,8 +80,8 @@ func (m *Mirror) writeSnapshot(final bool) {
 	m.cfg.log.Info().Str("path", m.cfg.snapshotPath).Int("entries", n).Dur("took", time.Since(start)).Msg("snapshot written")
 }
 
-// writeSnapshotFile writes x atomically (temp file, fsync, rename) and returns the number of
-// records.
+// writeSnapshotFile writes x atomically (temp file, fsync, rename, fsync of the directory)
+// and returns the number of records.
 func writeSnapshotFile(path string, x *index, hdr snapshotHeader) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return 0, fmt.Errorf("create snapshot dir: %w", err)
@@ -102,10 +109,26 @@ func writeSnapshotFile(path string, x *index, hdr snapshotHeader) (int, error) {
 	if err == nil {
 		err = os.Rename(f.Name(), path)
 	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path)) // the rename itself survives a crash
+	}
 	if err != nil {
 		return 0, fmt.Errorf("write snapshot: %w", err)
 	}
 	return n, nil
+}
+
+// syncDir flushes a directory's entries to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func encodeSnapshot(w *bufio.Writer, x *index, hdr snapshotHeader) (int, error) {
