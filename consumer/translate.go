@@ -146,6 +146,15 @@ func EntityFor(key string) (schemas.Entity, *schemas.Scope, error) {
 	return e, scope, nil
 }
 
+// ClaimValue is the value a jwt entity with a claim is blocked on, read
+// exactly as the pipeline reads it: the claim's value when value is a token,
+// else value itself. Its error is the refusal the pipeline records for that
+// entity (wrapping ErrRefused). The webhook uses it to store the claim's
+// value instead of the token.
+func ClaimValue(value, claim string) (string, error) {
+	return claimValue(value, claim)
+}
+
 // claimValue returns the value a jwt-by-claim block matches: when value is a
 // token, its claim is read (without verifying the signature: the token is
 // evidence from Noname, not a credential we trust); otherwise value already

@@ -2,6 +2,8 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net/http"
 	"strings"
@@ -29,7 +31,9 @@ func TestAcceptStoresOnceAndReportsDuplicates(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 1", n)
 	}
 
-	// The stored message is the body as received, with its dedup id.
+	// The stored message is the body as received but for the header's
+	// value, a secret, replaced by its SHA-256; the dedup id is the digest of
+	// the body as received.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s, err := e.js.Stream(ctx, e.broker.Names().IncidentStream)
@@ -40,10 +44,16 @@ func TestAcceptStoresOnceAndReportsDuplicates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("get stored message: %v", err)
 	}
-	if string(msg.Data) != validIncident || msg.Subject != "noname.incidents.webhook" {
-		t.Errorf("stored %q on %s, want the request body on noname.incidents.webhook", msg.Data, msg.Subject)
+	sum := sha256.Sum256([]byte("k-123"))
+	want := strings.Replace(validIncident, `"value":"k-123"`, `"valueSha256":"`+hex.EncodeToString(sum[:])+`"`, 1)
+	if string(msg.Data) != want || msg.Subject != "noname.incidents.webhook" {
+		t.Errorf("stored %q on %s, want %q on noname.incidents.webhook", msg.Data, msg.Subject, want)
 	}
-	if msg.Header.Get("Nats-Msg-Id") == "" || msg.Header.Get(schemas.HeaderSource) != "webhook" {
+	inc, err := schemas.ParseIncident([]byte(validIncident))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.Header.Get("Nats-Msg-Id") != webhook.MsgID(inc, []byte(validIncident)) || msg.Header.Get(schemas.HeaderSource) != "webhook" {
 		t.Errorf("stored headers %v lack the dedup id or source", msg.Header)
 	}
 }

@@ -190,9 +190,17 @@ func (b *blocks) submit(w http.ResponseWriter, r *http.Request, inc schemas.Inci
 		writeProblem(w, http.StatusUnprocessableEntity, "refused", "Refused by a guardrail", err.Error(), nil)
 		return
 	}
-	// Validated and keyed on the value as given; stored by hash only.
-	if hashed, ok := HashSecret(e); ok {
-		inc.Entities = []schemas.Entity{hashed}
+	// Validated and keyed on the value as given; stored without the secret
+	// (by hash, or a token by its claim's value), under the same key. The
+	// guardrails answered any refusal above, so there is one.
+	s, changed, err := storedForm(e, inc.Scope, &placeholderCache{})
+	if err != nil {
+		b.inc.m.manual.WithLabelValues("refused").Inc()
+		writeProblem(w, http.StatusUnprocessableEntity, "refused", "Refused by a guardrail", err.Error(), nil)
+		return
+	}
+	if changed {
+		inc.Entities = []schemas.Entity{s}
 		if body, err = json.Marshal(inc); err != nil {
 			writeProblem(w, http.StatusInternalServerError, "internal", "Internal error", "could not encode the incident", nil)
 			return

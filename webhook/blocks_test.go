@@ -199,20 +199,23 @@ func TestAuditForSIEM(t *testing.T) {
 
 // TestManualSecretsAreStoredHashed: a manual block of a secret sent by value
 // is stored in the incident stream by its SHA-256 only, under the key the
-// value gives; other values are stored as given.
+// value gives; a token sent for one of its claims is stored as the claim's
+// value; other values are stored as given.
 func TestManualSecretsAreStoredHashed(t *testing.T) {
 	const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyLTQyIn0.c2lnbmF0dXJl"
 	tests := []struct {
 		name   string
 		req    webhook.BlockRequest
 		hashed bool
+		stored string // the value stored instead of the value sent, if not hashed
 	}{
-		{"header", webhook.BlockRequest{Kind: "header", Name: "X-Api-Key", Value: "k-secret-123"}, true},
-		{"cookie", webhook.BlockRequest{Kind: "cookie", Name: "session", Value: "s-secret-456"}, true},
-		{"query", webhook.BlockRequest{Kind: "query", Name: "api_key", Value: "q-secret-789"}, true},
-		{"whole token", webhook.BlockRequest{Kind: "jwt", Value: token}, true},
-		{"token claim", webhook.BlockRequest{Kind: "jwt", Claim: "sub", Value: "user-42"}, false},
-		{"address", webhook.BlockRequest{Kind: "ip", Value: "192.0.2.55"}, false},
+		{"header", webhook.BlockRequest{Kind: "header", Name: "X-Api-Key", Value: "k-secret-123"}, true, ""},
+		{"cookie", webhook.BlockRequest{Kind: "cookie", Name: "session", Value: "s-secret-456"}, true, ""},
+		{"query", webhook.BlockRequest{Kind: "query", Name: "api_key", Value: "q-secret-789"}, true, ""},
+		{"whole token", webhook.BlockRequest{Kind: "jwt", Value: token}, true, ""},
+		{"token claim", webhook.BlockRequest{Kind: "jwt", Claim: "sub", Value: "user-42"}, false, ""},
+		{"token claim given as the token", webhook.BlockRequest{Kind: "jwt", Claim: "sub", Value: token}, false, "user-42"},
+		{"address", webhook.BlockRequest{Kind: "ip", Value: "192.0.2.55"}, false, ""},
 	}
 	e := newEnv(t, nil)
 	e.runConsumer(t)
@@ -249,7 +252,9 @@ func TestManualSecretsAreStoredHashed(t *testing.T) {
 			switch {
 			case tt.hashed && (bytes.Contains(msg.Data, []byte(tt.req.Value)) || stored.Value != "" || stored.ValueSHA256 != hex.EncodeToString(sum[:])):
 				t.Fatalf("stored %s, want the value's SHA-256 and not the value", msg.Data)
-			case !tt.hashed && stored.Value != tt.req.Value:
+			case tt.stored != "" && (bytes.Contains(msg.Data, []byte(tt.req.Value)) || stored.Value != tt.stored):
+				t.Fatalf("stored %s, want the value %q and not the token", msg.Data, tt.stored)
+			case !tt.hashed && tt.stored == "" && stored.Value != tt.req.Value:
 				t.Fatalf("stored %s, want the value as given", msg.Data)
 			}
 			eventually(t, func() error {

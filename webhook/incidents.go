@@ -41,6 +41,8 @@ type incidents struct {
 	log            zerolog.Logger
 	m              *metrics
 	now            func() time.Time
+	// standIns, when set, replaces the placeholders stored for refused tokens (tests).
+	standIns func(schemas.Entity) []schemas.Entity
 }
 
 func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -60,7 +62,13 @@ func (h *incidents) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"the incident does not match the contract; see violations", violations)
 		return
 	}
-	ack, err := h.store(r.Context(), h.subject, body, MsgID(inc, body), schemas.SourceWebhook, "")
+	// Deduplicated on the body as received, stored without its secrets.
+	stored, err := storableBody(body, inc, h.standIns)
+	if err != nil {
+		h.unstorable(w, inc.ID, err)
+		return
+	}
+	ack, err := h.store(r.Context(), h.subject, stored, MsgID(inc, body), schemas.SourceWebhook, "")
 	if err != nil {
 		h.m.requests.WithLabelValues("unavailable").Inc()
 		h.unavailable(w, inc.ID, err)
@@ -109,6 +117,25 @@ func (h *incidents) store(ctx context.Context, subject string, body []byte, msgI
 		return nil, fmt.Errorf("store incident: %w", err)
 	}
 	return ack, nil
+}
+
+// unstorable answers an incident that cannot be stored without a secret it
+// carries: 422 naming the entity and the consumer's reason for refusing it.
+// Every refusal the consumer makes of a token has a stored stand-in (see
+// storedForm), so this is a safety net. Nothing is stored.
+func (h *incidents) unstorable(w http.ResponseWriter, id string, err error) {
+	if r, ok := errors.AsType[*entityRefusal](err); ok {
+		h.m.requests.WithLabelValues("invalid").Inc()
+		path := "/entities/" + strconv.Itoa(r.index) + "/value"
+		h.log.Warn().Str("incident", id).Str("path", path).Str("reason", r.err.Error()).Msg("incident refused: a secret with no stored form")
+		writeProblem(w, http.StatusUnprocessableEntity, "refused", "Refused: a secret cannot be stored",
+			"an entity carries a secret that cannot be stored without it, and the consumer would refuse it: "+r.err.Error(),
+			[]schemas.Violation{{Path: path, Message: r.err.Error()}})
+		return
+	}
+	h.m.requests.WithLabelValues("internal").Inc()
+	h.log.Error().Err(err).Str("incident", id).Msg("incident not stored: could not replace its secrets")
+	writeProblem(w, http.StatusInternalServerError, "internal", "Internal error", "could not replace the incident's secrets by their hashes", nil)
 }
 
 // unavailable answers 503: the incident was not stored, the sender must retry.

@@ -9,7 +9,7 @@ import (
 // Outcomes of a request to /v1/incidents, the label of requests_total.
 var outcomes = []string{
 	"accepted", "duplicate", "unauthorized", "too_large", "bad_body", "unsupported_media_type",
-	"invalid", "method_not_allowed", "unavailable",
+	"invalid", "method_not_allowed", "unavailable", "internal",
 }
 
 // Outcomes of a manual action (POST /v1/blocks, DELETE /v1/blocks/{key}).
