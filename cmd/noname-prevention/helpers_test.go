@@ -328,3 +328,16 @@ func serveHTTP(tb testing.TB, h http.Handler) string {
 	tb.Cleanup(hs.Close)
 	return hs.URL
 }
+
+// logSays reports whether the plugin's log comes to contain s within 30 s: its stderr is
+// copied by another goroutine, so a line written before an answer may arrive after it.
+func logSays(p *plugin, s string) bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.log.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
