@@ -165,7 +165,7 @@ func claimValue(value, claim string) (string, error) {
 	}
 	claims := jwt.MapClaims{}
 	if _, _, err := jwt.NewParser().ParseUnverified(value, claims); err != nil {
-		return "", refuse(ReasonNotJWT, "cannot read the token's claims: %v", errors.Unwrap(err))
+		return "", refuse(ReasonNotJWT, "cannot read the token's claims (not base64url JSON, or an unknown algorithm)")
 	}
 	v, ok := claims[claim]
 	if !ok {
