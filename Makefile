@@ -56,7 +56,8 @@ lint:
 FUZZTIME ?= 60s
 FUZZMINTIME ?= 5s
 FUZZ_TARGETS ?= ./schemas:FuzzParseIncident ./schemas:FuzzBlockKey ./schemas:FuzzParseBlockKey \
-	./schemas:FuzzCanonicalValue ./consumer:FuzzTranslate ./enforcer:FuzzJWTClaims ./enforcer:FuzzConfig
+	./schemas:FuzzCanonicalValue ./consumer:FuzzTranslate ./enforcer:FuzzJWTClaims ./enforcer:FuzzConfig \
+	./webhook:FuzzStoredForm ./webhook:FuzzReplaceEntities
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn in $$pkg for $(FUZZTIME)"; \
