@@ -108,6 +108,9 @@ func validate(data []byte, k docKind) (any, error) {
 	if err != nil {
 		return nil, invalidAt("/", err.Error())
 	}
+	if path, dup := duplicateMember(data); dup {
+		return nil, invalidAt(path, "this member appears twice in its object; readers disagree on which one counts, so the document is refused")
+	}
 	var vs []Violation
 	if k.fits == nil || !k.fits(doc) {
 		if k.tame != nil {

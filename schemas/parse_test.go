@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // wantViolations asserts that err is a *ValidationError with exactly want.
@@ -178,6 +179,11 @@ func FuzzParseIncident(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		agreeWithSchema(t, data)
+		if _, err := decodeGeneric(data); err == nil && utf8.Valid(data) && !depthExceeds(data, MaxDepth) {
+			if _, dup := duplicateMember(data); dup != referenceDuplicate(data) {
+				t.Fatalf("duplicateMember says %v, encoding/json's tokens say %v, for %q", dup, !dup, data)
+			}
+		}
 		inc, err := ParseIncident(data)
 		if err != nil {
 			var verr *ValidationError

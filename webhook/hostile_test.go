@@ -84,6 +84,9 @@ func hostileBodies() map[string]string {
 	out["two documents"] = string(valid) + "\n" + string(valid)
 	out["nesting bomb in an unknown field"] = strings.TrimSuffix(string(valid), "}") + `,"x":` + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + "}"
 	out["huge exponent"] = strings.Replace(string(valid), `"durationSeconds":600`, `"durationSeconds":1e999999`, 1)
+	out["type given twice"] = strings.TrimSuffix(string(valid), "}") + `,"type":"unblock"}`
+	out["type given twice, escaped"] = strings.TrimSuffix(string(valid), "}") + `,"\u0074ype":"unblock"}`
+	out["entity value given twice"] = strings.Replace(string(valid), `"value":"203.0.113.7"`, `"value":"203.0.113.7","value":"198.51.100.1"`, 1)
 	out["null"], out["number"], out["string"], out["array of incidents"] = "null", "42", `"incident"`, "["+string(valid)+"]"
 	return out
 }
