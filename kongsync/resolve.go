@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/kong/go-kong/kong"
 )
 
 // resolver turns the names blocks use (service, route, consumer: names or ids) into Kong ids. It
@@ -53,66 +51,50 @@ func (r *resolver) lookup(ctx context.Context, kind, nameOrID string, v any) (wh
 	return "", err
 }
 
-func (r *resolver) service(ctx context.Context, nameOrID string) (found, error) {
-	if f, ok := r.services[nameOrID]; ok {
+// entityRef is what the sync reads of a service, route or consumer: its id, and a route's service.
+type entityRef struct {
+	ID      *string `json:"id"`
+	Service *struct {
+		ID *string `json:"id"`
+	} `json:"service"`
+}
+
+// find resolves a kind's name or id once per reconcile, through cache.
+func (r *resolver) find(ctx context.Context, cache map[string]found, kind, nameOrID string) (found, error) {
+	if f, ok := cache[nameOrID]; ok {
 		return f, nil
 	}
-	var svc kong.Service
-	why, err := r.lookup(ctx, "service", nameOrID, &svc)
+	var e entityRef
+	why, err := r.lookup(ctx, kind, nameOrID, &e)
 	if err != nil {
 		return found{}, err
 	}
 	f := found{why: why}
 	if why == "" {
-		if f.id = str(svc.ID); f.id == "" {
-			f.why = fmt.Sprintf("service %q: kong answered without an id", nameOrID)
+		if f.id = str(e.ID); f.id == "" {
+			f.why = fmt.Sprintf("%s %q: kong answered without an id", kind, nameOrID)
+		} else if e.Service != nil {
+			f.service = str(e.Service.ID)
 		}
 	}
-	r.services[nameOrID] = f
+	cache[nameOrID] = f
 	return f, nil
+}
+
+func (r *resolver) service(ctx context.Context, nameOrID string) (found, error) {
+	return r.find(ctx, r.services, "service", nameOrID)
 }
 
 func (r *resolver) route(ctx context.Context, nameOrID string) (found, error) {
-	if f, ok := r.routes[nameOrID]; ok {
-		return f, nil
+	f, err := r.find(ctx, r.routes, "route", nameOrID)
+	if err == nil && f.id != "" {
+		r.routes[f.id] = f // plugins name routes by id: spare a lookup
 	}
-	var rt kong.Route
-	why, err := r.lookup(ctx, "route", nameOrID, &rt)
-	if err != nil {
-		return found{}, err
-	}
-	f := found{why: why}
-	if why == "" {
-		if f.id = str(rt.ID); f.id == "" {
-			f.why = fmt.Sprintf("route %q: kong answered without an id", nameOrID)
-		} else {
-			if rt.Service != nil {
-				f.service = str(rt.Service.ID)
-			}
-			r.routes[f.id] = f // plugins name routes by id: spare a lookup
-		}
-	}
-	r.routes[nameOrID] = f
-	return f, nil
+	return f, err
 }
 
 func (r *resolver) consumer(ctx context.Context, usernameOrID string) (found, error) {
-	if f, ok := r.consumers[usernameOrID]; ok {
-		return f, nil
-	}
-	var c kong.Consumer
-	why, err := r.lookup(ctx, "consumer", usernameOrID, &c)
-	if err != nil {
-		return found{}, err
-	}
-	f := found{why: why}
-	if why == "" {
-		if f.id = str(c.ID); f.id == "" {
-			f.why = fmt.Sprintf("consumer %q: kong answered without an id", usernameOrID)
-		}
-	}
-	r.consumers[usernameOrID] = f
-	return f, nil
+	return r.find(ctx, r.consumers, "consumer", usernameOrID)
 }
 
 // scope resolves a block's service/route to a plugin scope. A route alone is the scope when one
