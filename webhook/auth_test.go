@@ -131,16 +131,10 @@ func TestSignatureCoversTheRequest(t *testing.T) {
 func TestSignatureForms(t *testing.T) {
 	e := newEnv(t, nil)
 	block := []byte(`{"kind":"ip","value":"192.0.2.77","actor":"alice"}`)
-	bodyForm := func(method, target string, body []byte) *http.Request {
+	bodyForm := func(method, target string, body []byte) *http.Request { // signed as POST /v1/incidents signs
 		t.Helper()
-		req, err := http.NewRequest(method, e.url+target, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts := strconv.FormatInt(time.Now().Unix(), 10)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		req.Header.Set(webhook.HeaderTimestamp, ts)
+		req := e.apiRequest(t, method, target, body)
+		ts := req.Header.Get(webhook.HeaderTimestamp)
 		req.Header.Set(webhook.HeaderSignature, "sha256="+hex.EncodeToString(webhook.Sign([]byte(testSecret), ts, body)))
 		return req
 	}
