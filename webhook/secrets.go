@@ -183,7 +183,7 @@ func (c *placeholderCache) refused(e schemas.Entity, scope *schemas.Scope, why e
 // replaced by stored[i], re-encoded; every other byte is kept. body is a
 // document ParseIncident accepted, n its number of entities.
 func replaceEntities(body []byte, n int, stored map[int]schemas.Entity) ([]byte, error) {
-	arr, ok := lastMember(body, "entities")
+	arr, ok := member(body, "entities")
 	if !ok {
 		return nil, errors.New("no entities array in the body")
 	}
@@ -221,15 +221,13 @@ type span struct{ start, end int }
 // (ParseIncident), so it checks nothing and never fails on bad syntax: it
 // only finds where things are.
 
-// lastMember returns the span of the value of the last top-level member
-// named name: the one encoding/json keeps when a name repeats.
-func lastMember(b []byte, name string) (span, bool) {
+// member returns the span of the value of the top-level member named name
+// (ParseIncident refuses a name given twice).
+func member(b []byte, name string) (span, bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return span{}, false
 	}
-	var found span
-	ok := false
 	i = skipSpace(b, i+1)
 	for i < len(b) && b[i] == '"' {
 		kEnd := skipString(b, i)
@@ -238,14 +236,14 @@ func lastMember(b []byte, name string) (span, bool) {
 		i = skipSpace(b, i+1) // the colon
 		vEnd := skipValue(b, i)
 		if isName {
-			found, ok = span{i, vEnd}, true
+			return span{i, vEnd}, true
 		}
 		i = skipSpace(b, vEnd)
 		if i < len(b) && b[i] == ',' {
 			i = skipSpace(b, i+1)
 		}
 	}
-	return found, ok
+	return span{}, false
 }
 
 // arrayElements returns the span of each element of the array at sp.
